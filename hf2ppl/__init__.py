@@ -1,0 +1,75 @@
+"""hf2ppl: compile HistFactory JSON workspaces into NumPyro and PyMC model graphs.
+
+Example:
+    >>> import hf2ppl
+    >>> m = hf2ppl.compile("../shared/workspaces/2_bin_corr.json", target="numpyro")  # doctest: +SKIP
+    >>> m.logdensity(m.init_params())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from . import errors, priors
+from .compiled import CompiledModel
+from .errors import HF2PPLError
+from .ir import ModelIR, ParameterSet, build
+from .workspace import Spec, load, load_patchset
+
+__all__ = [
+    "load",
+    "load_patchset",
+    "build",
+    "compile",
+    "CompiledModel",
+    "Spec",
+    "ModelIR",
+    "ParameterSet",
+    "HF2PPLError",
+    "errors",
+    "priors",
+]
+__version__ = "0.1.0"
+
+TARGETS = ("numpyro", "pymc")
+
+
+def compile(
+    workspace: Any,
+    target: str = "numpyro",
+    *,
+    constraints: str = "prior",
+    priors: Mapping[str, "priors.Prior"] | None = None,
+    dtype: str = "float64",
+    **load_kwargs: Any,
+) -> CompiledModel:
+    """Compile a HistFactory workspace into a model graph for ``target``.
+
+    Args:
+        workspace: path, JSON string, dict, ``pyhf.Workspace`` or :class:`Spec`.
+        target: ``"numpyro"`` (JAX) or ``"pymc"`` (PyTensor).
+        constraints: ``"prior"``: constraint terms become priors (Normal from normal constraints,
+            Gamma(aux+1, tau) from shapesys, Uniform(bounds) on free parameters); ``"aux"``: constraint
+            terms are auxiliary likelihoods with observed aux data, exactly as pyhf.
+        priors: ``{parameter set name: hf2ppl.priors.Prior}`` overrides.
+        dtype: ``"float64"`` (default) or ``"float32"``.
+        **load_kwargs: ``measurement``, ``patches``, ``modifier_settings`` (see :func:`load`).
+
+    Returns:
+        A compiled model (:class:`~hf2ppl.targets.numpyro.NumPyroModel` or the PyMC one), same attributes for both.
+
+    Example:
+        >>> m = hf2ppl.compile("../shared/workspaces/2_bin_corr.json", constraints="aux")  # doctest: +SKIP
+        >>> float(m.logdensity(m.suggested_init()))  # equals pyhf's model.logpdf  # doctest: +SKIP
+    """
+    if target not in TARGETS:
+        raise errors.ParameterError(f"target must be one of {TARGETS}, got {target!r}")
+    spec = workspace if isinstance(workspace, Spec) and not load_kwargs else load(workspace, **load_kwargs)
+    ir = build(spec)
+    if target == "numpyro":
+        from .targets.numpyro import NumPyroModel
+
+        return NumPyroModel(spec, ir, constraints=constraints, priors=priors, dtype=dtype)
+    from .targets.pymc import PyMCModel  # noqa: PLC0415
+
+    return PyMCModel(spec, ir, constraints=constraints, priors=priors, dtype=dtype)

@@ -1,0 +1,86 @@
+r"""Interpolation codes of HistFactory, exactly as pyhf 0.7 implements them, for any array namespace.
+
+All functions act elementwise on broadcastable arrays ``alpha``, ``lo``, ``nom``, ``hi``.
+
+histosys (additive; they return :math:`\Delta` with :math:`\nu = \nu^0 + \sum \Delta`):
+
+* ``code0``: piecewise linear, :math:`\Delta = \alpha(\nu^+ - \nu^0)` for :math:`\alpha > 0`,
+  :math:`\alpha(\nu^0 - \nu^-)` otherwise.
+* ``code2``: quadratic for :math:`|\alpha| \le 1` with :math:`a = \tfrac12(\nu^+ + \nu^-) - \nu^0`,
+  :math:`b = \tfrac12(\nu^+ - \nu^-)`, :math:`\Delta = a\alpha^2 + b\alpha`; beyond, pyhf's
+  linear pieces :math:`(b + 2a)(\alpha - 1)` and :math:`(b - 2a)(\alpha + 1)`. (pyhf's code2 is
+  discontinuous at :math:`|\alpha| = 1`; we reproduce it to stay identical.)
+* ``code4p``: linear for :math:`|\alpha| > 1`, and inside the 6th-order polynomial
+  :math:`\Delta = \alpha S + \alpha^2(15 - 10\alpha^2 + 3\alpha^4) A` with
+  :math:`S = \tfrac12(\delta^+ + \delta^-)`, :math:`A = \tfrac1{16}(\delta^+ - \delta^-)`,
+  :math:`\delta^+ = \nu^+ - \nu^0`, :math:`\delta^- = \nu^0 - \nu^-`.
+
+normsys (multiplicative, on factors ``hi``/``lo`` relative to a nominal of 1):
+
+* ``code1``: exponential, :math:`f = \mathrm{hi}^{\alpha}` for :math:`\alpha > 0`, :math:`\mathrm{lo}^{-\alpha}` otherwise.
+* ``code4``: exponential for :math:`|\alpha| \ge 1`, inside :math:`f = 1 + \sum_{i=1}^6 a_i \alpha^i`
+  with the :math:`a_i` fixed by continuity of :math:`f, f', f''` at :math:`\pm 1` (pyhf's matrix).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["histosys_delta", "normsys_factor", "code4_coefficients", "HISTOSYS_CODES", "NORMSYS_CODES"]
+
+HISTOSYS_CODES = ("code0", "code2", "code4p")
+NORMSYS_CODES = ("code1", "code4")
+
+# pyhf's inverse of the code-4 boundary-condition matrix for alpha0 = 1
+_CODE4_AINV = np.array([
+    [15.0 / 16, -15.0 / 16, -7.0 / 16, -7.0 / 16, 1.0 / 16, -1.0 / 16],
+    [3.0 / 2, 3.0 / 2, -9.0 / 16, 9.0 / 16, 1.0 / 16, 1.0 / 16],
+    [-5.0 / 8, 5.0 / 8, 5.0 / 8, 5.0 / 8, -1.0 / 8, 1.0 / 8],
+    [3.0 / -2, 3.0 / -2, -7.0 / -8, 7.0 / -8, -1.0 / 8, -1.0 / 8],
+    [3.0 / 16, -3.0 / 16, -3.0 / 16, -3.0 / 16, 1.0 / 16, -1.0 / 16],
+    [1.0 / 2, 1.0 / 2, -5.0 / 16, 5.0 / 16, 1.0 / 16, 1.0 / 16],
+])
+
+
+def histosys_delta(xp, code: str, alpha, lo, nom, hi):
+    """Additive histosys variation for interpolation ``code`` (code0, code2, code4p)."""
+    if code == "code0":
+        return xp.where(alpha > 0, alpha * (hi - nom), alpha * (nom - lo))
+    if code == "code2":
+        a = 0.5 * (hi + lo) - nom
+        b = 0.5 * (hi - lo)
+        inside = alpha * alpha * a + alpha * b
+        return xp.where(alpha > 1, (alpha - 1.0) * (b + 2 * a), xp.where(alpha >= -1, inside, (alpha + 0.0) * (b - 2 * a)))
+    if code == "code4p":
+        d_up = hi - nom
+        d_dn = nom - lo
+        s = 0.5 * (d_up + d_dn)
+        a = 0.0625 * (d_up - d_dn)
+        a2 = alpha * alpha
+        inside = (a2 * (a2 * (a2 * 3.0 - 10.0) + 15.0)) * a + alpha * s
+        return xp.where(alpha < -1, alpha * d_dn, xp.where(alpha > 1, alpha * d_up, inside))
+    raise ValueError(f"unknown histosys interpolation code {code!r}; use one of {HISTOSYS_CODES}")
+
+
+def code4_coefficients(xp, lo, hi):
+    """The six polynomial coefficients of code 4, stacked on a new leading axis (6, ...)."""
+    ones = hi * 0 + 1.0
+    log_up, log_dn = xp.log(hi), xp.log(lo)
+    b = [hi - ones, lo - ones, log_up * hi, -log_dn * lo, log_up * log_up * hi, log_dn * log_dn * lo]
+    return [sum(float(_CODE4_AINV[r, c]) * b[c] for c in range(6)) for r in range(6)]
+
+
+def normsys_factor(xp, code: str, alpha, lo, hi, coefficients=None):
+    """Multiplicative normsys factor for interpolation ``code`` (code1, code4).
+
+    ``coefficients`` (from :func:`code4_coefficients`) may be passed precomputed for code4.
+    """
+    if code == "code1":
+        return xp.where(alpha > 0, hi, lo) ** xp.abs(alpha)
+    if code == "code4":
+        c = code4_coefficients(xp, lo, hi) if coefficients is None else coefficients
+        poly = 1.0 + alpha * (c[0] + alpha * (c[1] + alpha * (c[2] + alpha * (c[3] + alpha * (c[4] + alpha * c[5])))))
+        abs_a = xp.abs(alpha)
+        base = xp.where(alpha >= 1, hi, xp.where(alpha > -1, poly, lo))
+        return base ** xp.where(abs_a >= 1, abs_a, 1.0)
+    raise ValueError(f"unknown normsys interpolation code {code!r}; use one of {NORMSYS_CODES}")

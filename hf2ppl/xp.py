@@ -1,0 +1,56 @@
+"""Array namespaces the HistFactory math is written against.
+
+A namespace offers the few functions :mod:`hf2ppl.histfactory` and
+:mod:`hf2ppl.interpolation` use; arithmetic, comparisons and integer-array
+indexing (``x[idx]``) come from the array types themselves. Targets pick one:
+numpy (reference/eager), JAX (NumPyro target), PyTensor (PyMC target).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+__all__ = ["Namespace", "numpy_namespace", "jax_namespace", "pytensor_namespace"]
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    asarray: Callable[..., Any]
+    where: Callable[..., Any]
+    exp: Callable[..., Any]
+    log: Callable[..., Any]
+    abs: Callable[..., Any]
+    sqrt: Callable[..., Any]
+    sum: Callable[..., Any]
+    prod: Callable[..., Any]
+    concatenate: Callable[..., Any]
+    gammaln: Callable[..., Any]
+    xlogy: Callable[..., Any]
+    tensordot: Callable[..., Any]
+    isfinite: Callable[..., Any]
+
+
+def numpy_namespace() -> Namespace:
+    import numpy as np
+    from scipy import special
+
+    return Namespace("numpy", np.asarray, np.where, np.exp, np.log, np.abs, np.sqrt, np.sum, np.prod,
+                     np.concatenate, special.gammaln, special.xlogy, np.tensordot, np.isfinite)
+
+
+def jax_namespace() -> Namespace:
+    import jax.numpy as jnp
+    from jax.scipy import special
+
+    return Namespace("jax", jnp.asarray, jnp.where, jnp.exp, jnp.log, jnp.abs, jnp.sqrt, jnp.sum, jnp.prod,
+                     jnp.concatenate, special.gammaln, special.xlogy, jnp.tensordot, jnp.isfinite)
+
+
+def pytensor_namespace() -> Namespace:
+    import pytensor.tensor as pt
+    from pytensor.tensor.xlogx import xlogy0
+
+    return Namespace("pytensor", pt.as_tensor_variable, pt.switch, pt.exp, pt.log, pt.abs, pt.sqrt, pt.sum, pt.prod,
+                     pt.concatenate, pt.gammaln, xlogy0, pt.tensordot, pt.isfinite)
