@@ -31,6 +31,31 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
+# Inference entry points live in hf2ppl.infer / hf2ppl.report and are imported lazily,
+# so that `import hf2ppl` stays light.
+_LAZY = {
+    "fit": "hf2ppl.infer.frequentist",
+    "profile": "hf2ppl.infer.frequentist",
+    "hypotest": "hf2ppl.infer.frequentist",
+    "upper_limit": "hf2ppl.infer.frequentist",
+    "significance": "hf2ppl.infer.frequentist",
+    "pulls": "hf2ppl.infer.frequentist",
+    "impacts": "hf2ppl.infer.frequentist",
+    "sample": "hf2ppl.infer.bayes",
+    "svi": "hf2ppl.infer.bayes",
+    "map_estimate": "hf2ppl.infer.bayes",
+    "report": "hf2ppl.report",
+}
+__all__ += list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hf2ppl' has no attribute {name!r}")
+
 TARGETS = ("numpyro", "pymc")
 
 

@@ -1,0 +1,1 @@
+"""Inference on compiled models: frequentist (fits, CLs, limits) and Bayesian (NUTS/HMC, SVI, MAP)."""
