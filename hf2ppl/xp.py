@@ -52,5 +52,8 @@ def pytensor_namespace() -> Namespace:
     import pytensor.tensor as pt
     from pytensor.tensor.xlogx import xlogy0
 
+    def isfinite(x):  # pytensor.tensor has isinf/isnan but no isfinite
+        return ~(pt.isinf(x) | pt.isnan(x))
+
     return Namespace("pytensor", pt.as_tensor_variable, pt.switch, pt.exp, pt.log, pt.abs, pt.sqrt, pt.sum, pt.prod,
-                     pt.concatenate, pt.gammaln, xlogy0, pt.tensordot, pt.isfinite)
+                     pt.concatenate, pt.gammaln, xlogy0, pt.tensordot, isfinite)

@@ -61,6 +61,53 @@ def numpyro_distribution(prior: P.Prior, scalar: bool):
     return d if scalar or d.batch_shape == () else d.to_event(1)
 
 
+def _continuous_poisson():
+    import jax
+    import jax.numpy as jnp
+    import numpyro.distributions as dist
+    from numpyro.distributions import constraints as C
+
+    class ContinuousPoisson(dist.Distribution):
+        """Poisson(rate) whose log density accepts any non-negative real count (as pyhf's):
+        ``n log(rate) - rate - lgamma(n + 1)``. Samples are ordinary Poisson integers (as floats)."""
+
+        arg_constraints = {"rate": C.nonnegative}
+        support = C.nonnegative
+        reparametrized_params = ()
+
+        def __init__(self, rate, *, validate_args=None):
+            self.rate = rate
+            super().__init__(jnp.shape(rate), validate_args=validate_args)
+
+        def sample(self, key, sample_shape=()):
+            shape = sample_shape + self.batch_shape
+            return jax.random.poisson(key, self.rate, shape).astype(jnp.result_type(self.rate))
+
+        def log_prob(self, value):
+            return hf.poisson_logpdf(jax_namespace(), value, self.rate)
+
+        @property
+        def mean(self):
+            return self.rate
+
+        @property
+        def variance(self):
+            return self.rate
+
+    return ContinuousPoisson
+
+
+_CP = None
+
+
+def continuous_poisson(rate):
+    """A :class:`ContinuousPoisson` NumPyro distribution (built lazily to keep imports light)."""
+    global _CP
+    if _CP is None:
+        _CP = _continuous_poisson()
+    return _CP(rate)
+
+
 class NumPyroModel(CompiledModel):
     """A workspace compiled to NumPyro/JAX. See :func:`hf2ppl.compile`.
 
@@ -184,7 +231,7 @@ class NumPyroModel(CompiledModel):
             lam_c = lam[..., c.slice]
             if record_expected:
                 numpyro.deterministic(f"expected_{c.name}", lam_c)
-            numpyro.sample(self.channel_site(c.name), dist.Poisson(lam_c).to_event(1), obs=n[..., c.slice])
+            numpyro.sample(self.channel_site(c.name), continuous_poisson(lam_c).to_event(1), obs=n[..., c.slice])
         if self.constraints == "aux":
             a = jnp.asarray(self.ir.auxdata if aux is None else aux, dtype=self.dtype)
             pos = 0
@@ -197,7 +244,7 @@ class NumPyroModel(CompiledModel):
                 if p.constraint == "normal":
                     d = dist.Normal(th, jnp.asarray(p.sigmas, dtype=self.dtype))
                 else:
-                    d = dist.Poisson(th * jnp.asarray(p.factors, dtype=self.dtype))
+                    d = continuous_poisson(th * jnp.asarray(p.factors, dtype=self.dtype))
                 numpyro.sample(f"aux_{p.name}", d.to_event(1), obs=ap)
 
     def channel_site(self, channel: str) -> str:

@@ -1,0 +1,339 @@
+"""Bayesian inference on compiled models: NUTS/HMC, SVI and MAP → :class:`arviz.InferenceData`.
+
+* :func:`sample` — NUTS or HMC. ``backend="blackjax"`` (default) runs Stan's window adaptation and
+  the draws in one jitted ``lax.scan``, chains ``vmap``-ed on one device, cached per model and
+  settings (see :mod:`hf2ppl.infer._nuts`); ``backend="numpyro"`` uses ``numpyro.infer.MCMC``
+  with ``chain_method="vectorized"``. PyMC-compiled models are dispatched to the PyMC sampler.
+* :func:`svi` — stochastic variational inference with an autoguide; draws from the fitted guide.
+* :func:`map_estimate` — the posterior mode with Laplace (inverse-Hessian) uncertainties.
+
+All of it runs on a GPU unchanged when JAX sees one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import ParameterError
+from ._nuts import Layout, Progress, auto_progress, blackjax_chain_fn, canonical_kernel_kwargs, get_cache
+
+__all__ = ["sample", "svi", "map_estimate", "MAPResult"]
+
+BACKENDS = ("blackjax", "numpyro")
+
+
+def _check_numpyro_model(model: Any) -> None:
+    if getattr(model, "target", None) != "numpyro":
+        raise ParameterError(f"expected a model compiled with target='numpyro', got {getattr(model, 'target', type(model).__name__)!r}")
+
+
+def _layout(model: Any) -> Layout:
+    cache = get_cache(model)
+    if "layout" not in cache:
+        cache["layout"] = Layout(model)
+    return cache["layout"]
+
+
+def sample(
+    model: Any,
+    *,
+    method: str = "nuts",
+    chains: int = 4,
+    draws: int = 1000,
+    warmup: int = 1000,
+    seed: int = 0,
+    backend: str = "blackjax",
+    progress: bool | None = None,
+    predictive: bool = True,
+    log_likelihood: bool = True,
+    prior: bool = True,
+    **kernel_kwargs: Any,
+):
+    """Draw from the posterior of a compiled model with NUTS or HMC.
+
+    Args:
+        model: a model from :func:`hf2ppl.compile` (``target="numpyro"``; ``"pymc"`` models are
+            handed to the PyMC sampler).
+        method: ``"nuts"`` or ``"hmc"`` (static trajectory length ``num_steps``, default 16).
+        chains: number of chains, vectorised (``vmap``) on one device.
+        draws, warmup: draws kept per chain and adaptation steps per chain (Stan's window adaptation
+            of step size and diagonal mass matrix).
+        seed: integer seed (same seed → same draws).
+        backend: ``"blackjax"`` (fast path: one cached jitted ``lax.scan``) or ``"numpyro"``
+            (``numpyro.infer.MCMC``, ``chain_method="vectorized"``).
+        progress: show a progress bar; ``None`` → only in an interactive terminal or notebook.
+        predictive, log_likelihood, prior: add the ``posterior_predictive``, ``log_likelihood``
+            and ``prior``/``prior_predictive`` groups.
+        **kernel_kwargs: ``target_accept`` (0.8), ``max_tree_depth`` (10), ``dense_mass`` (False),
+            ``num_steps`` (HMC, 16), ``initial_step_size`` (1.0), ``init_jitter`` (0.5: inits are the
+            workspace's inits jittered by ±init_jitter on the unconstrained scale).
+
+    Returns:
+        ``arviz.InferenceData`` with groups posterior, sample_stats, posterior_predictive,
+        log_likelihood, prior, prior_predictive, observed_data and constant_data (see
+        :mod:`hf2ppl.infer.idata` for names and dims).
+
+    Example:
+        >>> m = hf2ppl.compile("../shared/workspaces/2_bin_corr.json")  # doctest: +SKIP
+        >>> idata = hf2ppl.sample(m, chains=2, draws=2000)  # doctest: +SKIP
+        >>> az.summary(idata, var_names=["mu"])  # doctest: +SKIP
+    """
+    if getattr(model, "target", None) == "pymc":
+        from .pymc_sampling import sample_pymc  # noqa: PLC0415 - built by the PyMC target
+
+        return sample_pymc(model, chains=chains, draws=draws, warmup=warmup, seed=seed,
+                           nuts_sampler=kernel_kwargs.pop("nuts_sampler", "pymc"), progress=progress, **kernel_kwargs)
+    _check_numpyro_model(model)
+    if backend not in BACKENDS:
+        raise ParameterError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if method not in ("nuts", "hmc"):
+        raise ParameterError(f"method must be 'nuts' or 'hmc', got {method!r}")
+    for name, v, lo in (("chains", chains, 1), ("draws", draws, 1), ("warmup", warmup, 0)):
+        if int(v) != v or v < lo:
+            raise ParameterError(f"{name} must be an integer >= {lo}, got {v!r}")
+    opts = canonical_kernel_kwargs(kernel_kwargs)
+    progress = auto_progress() if progress is None else bool(progress)
+    import jax
+
+    key = jax.random.PRNGKey(seed)
+    k_init, k_run, k_pred = jax.random.split(key, 3)
+    layout = _layout(model)
+    z0 = layout.init_z(k_init, chains, float(opts.get("init_jitter", 0.5)))
+    if backend == "blackjax":
+        x, stats, sampler = _run_blackjax(model, layout, method, chains, draws, warmup, opts, progress, k_run, z0)
+    else:
+        x, stats, sampler = _run_numpyro(model, layout, method, chains, draws, warmup, opts, progress, k_run, z0)
+    from .idata import assemble
+
+    return assemble(model, x, sample_stats=stats, sampler=sampler, key=k_pred, predictive=predictive,
+                    log_likelihood=log_likelihood, prior=prior,
+                    extra_attrs={"num_chains": chains, "num_draws": draws, "num_warmup": warmup, "seed": seed, "method": method})
+
+
+def _run_blackjax(model, layout, method, chains, draws, warmup, opts, progress, key, z0):
+    import jax
+
+    every = max(1, (warmup + draws) // 100) if progress else 0
+    ck = ("blackjax", method, chains, draws, warmup, tuple(sorted(opts.items())), every)
+    cache = get_cache(model)
+    if ck not in cache:
+        chain = blackjax_chain_fn(layout, method=method, warmup=warmup, draws=draws, opts=opts, progress_every=every)
+
+        def run(key, z0):
+            out = jax.vmap(chain)(jax.random.split(key, z0.shape[0]), z0)
+            out["x"] = layout.constrain_only(out.pop("z"))
+            return out
+
+        cache[ck] = jax.jit(run)
+    fn = cache[ck]
+    if progress:
+        with Progress(warmup + draws, "warmup"):
+            out = jax.device_get(fn(key, z0))
+    else:
+        out = jax.device_get(fn(key, z0))
+    x = np.asarray(out.pop("x"))
+    out.pop("inverse_mass_matrix", None)
+    stats = {k: np.asarray(v) for k, v in out.items()}
+    stats["diverging"] = stats["diverging"].astype(bool)
+    return x, stats, f"blackjax.{method} kernel, Stan window adaptation, one lax.scan, vmap over chains"
+
+
+def _run_numpyro(model, layout, method, chains, draws, warmup, opts, progress, key, z0):
+    import jax
+    from numpyro.infer import HMC, MCMC, NUTS
+
+    common = dict(target_accept_prob=float(opts.get("target_accept", 0.8)), dense_mass=bool(opts.get("dense_mass", False)),
+                  step_size=float(opts.get("initial_step_size", 1.0)))
+    if method == "nuts":
+        kernel = NUTS(model.model, max_tree_depth=int(opts.get("max_tree_depth", 10)), **common)
+    else:
+        kernel = HMC(model.model, num_steps=int(opts.get("num_steps", 16)), **common)
+    mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains, chain_method="vectorized",
+                progress_bar=progress)
+    init = {name: (z0[:, off] if scalar else z0[:, off:off + n]) for name, scalar, n, off in layout.sites}
+    fields = ("diverging", "energy", "num_steps", "adapt_state.step_size", "accept_prob", "potential_energy")
+    mcmc.run(key, init_params=init, extra_fields=fields)
+    samples = jax.device_get(mcmc.get_samples(group_by_chain=True))
+    x = np.asarray(layout.join(samples))
+    ex = jax.device_get(mcmc.get_extra_fields(group_by_chain=True))
+    n_steps = np.asarray(ex["num_steps"])
+    stats = {
+        "diverging": np.asarray(ex["diverging"]).astype(bool),
+        "energy": np.asarray(ex["energy"]),
+        "n_steps": n_steps,
+        "step_size": np.asarray(ex["adapt_state.step_size"]),
+        "acceptance_rate": np.asarray(ex["accept_prob"]),
+        "lp": -np.asarray(ex["potential_energy"]),
+    }
+    if method == "nuts":
+        stats["tree_depth"] = np.floor(np.log2(np.maximum(n_steps, 1))).astype(np.int64) + 1
+    return x, stats, f"numpyro.infer.{type(kernel).__name__} (MCMC, chain_method='vectorized')"
+
+
+# ================================================================== MAP + Laplace
+@dataclass
+class MAPResult:
+    """The posterior mode and its Laplace approximation.
+
+    Attributes:
+        params: {parameter set: value at the mode} (free components; vector sets as arrays).
+        uncertainties: {parameter set: standard deviations from the inverse Hessian}.
+        bestfit: full flat parameter vector (``par_names`` order) at the mode.
+        free_names: flat names of the free components (order of ``covariance``).
+        covariance: inverse Hessian of ``-logdensity`` in the constrained free space.
+        logdensity: log density at the mode.
+        converged: the optimiser's success flag.
+    """
+
+    params: dict[str, Any]
+    uncertainties: dict[str, Any]
+    bestfit: np.ndarray
+    free_names: list[str]
+    covariance: np.ndarray
+    logdensity: float
+    converged: bool
+    info: dict = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.params[name]
+
+
+def _sites(layout: Layout, x: np.ndarray) -> dict[str, Any]:
+    return {k: (float(v) if np.ndim(v) == 0 else np.asarray(v)) for k, v in layout.split(np.asarray(x)).items()}
+
+
+def map_estimate(model: Any, *, init: dict[str, Any] | None = None, maxiter: int = 1000, tol: float = 1e-10) -> MAPResult:
+    """Posterior mode (maximum of ``model.logdensity``) with Laplace uncertainties.
+
+    The optimisation runs on the unconstrained scale (L-BFGS-B on JAX gradients); the
+    covariance is the inverse Hessian of ``-logdensity`` in the *constrained* parameters at the
+    mode. With ``constraints="aux"`` and flat priors the log density is pyhf's ``logpdf``, so the
+    mode and the uncertainties are the frequentist MLE and its Hesse errors.
+
+    Args:
+        model: a model compiled with ``target="numpyro"``.
+        init: optional starting values {parameter set: value} (default: the workspace inits).
+        maxiter, tol: optimiser settings.
+
+    Example:
+        >>> m = hf2ppl.compile("../shared/workspaces/2_bin_corr.json", constraints="aux")  # doctest: +SKIP
+        >>> r = hf2ppl.map_estimate(m)  # doctest: +SKIP
+        >>> r.params["mu"], r.uncertainties["mu"]  # doctest: +SKIP
+    """
+    import jax
+    import jax.numpy as jnp
+    from scipy.optimize import minimize
+
+    _check_numpyro_model(model)
+    layout = _layout(model)
+    cache = get_cache(model)
+    if "map_fns" not in cache:
+        pot = layout.potential()
+
+        def negpost_z(z):  # no Jacobian: the mode of the density of x, not of z
+            x, _ = layout.constrain(z)
+            return -model.logdensity_flat(model.from_free(x))
+
+        def neg_x(x):
+            return -model.logdensity_flat(model.from_free(x))
+
+        cache["map_fns"] = (jax.jit(jax.value_and_grad(negpost_z)), jax.jit(jax.hessian(neg_x)), pot)
+    vg, hess, _ = cache["map_fns"]
+    start = dict(model.init_params())
+    start.update(init or {})
+    z0 = np.asarray(layout.unconstrain(layout.join({k: jnp.asarray(v, dtype=model.dtype) for k, v in start.items()})))
+    z0 = np.where(np.isfinite(z0), z0, 0.0)
+
+    def fun(z):
+        v, g = vg(jnp.asarray(z))
+        return float(v), np.asarray(g, dtype=float)
+
+    res = minimize(fun, z0, jac=True, method="L-BFGS-B", options={"maxiter": maxiter, "ftol": tol, "gtol": 1e-8})
+    x = np.asarray(layout.constrain_only(jnp.asarray(res.x)))
+    H = np.asarray(hess(jnp.asarray(x)))
+    try:
+        cov = np.linalg.inv(H)
+    except np.linalg.LinAlgError:
+        cov = np.linalg.pinv(H)
+    sd = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    names = [model.par_names[i] for i in model._free]
+    return MAPResult(params=_sites(layout, x), uncertainties=_sites(layout, sd), bestfit=np.asarray(model.from_free(jnp.asarray(x))),
+                     free_names=names, covariance=cov, logdensity=-float(res.fun), converged=bool(res.success),
+                     info={"nit": int(res.nit), "message": str(res.message)})
+
+
+# ================================================================== SVI
+def svi(
+    model: Any,
+    *,
+    guide: str = "normal",
+    steps: int = 5000,
+    optimizer: Any = None,
+    seed: int = 0,
+    draws: int = 1000,
+    learning_rate: float = 0.01,
+    rank: int | None = None,
+    num_particles: int = 1,
+    progress: bool | None = None,
+):
+    """Stochastic variational inference with a NumPyro autoguide; draws from the fitted guide.
+
+    Args:
+        model: a model compiled with ``target="numpyro"``.
+        guide: ``"normal"`` (mean field, ``AutoNormal``), ``"mvn"`` (full covariance,
+            ``AutoMultivariateNormal``) or ``"lowrank"`` (``AutoLowRankMultivariateNormal``, ``rank``).
+        steps: optimisation steps (run in one jitted ``lax.scan``).
+        optimizer: a ``numpyro.optim`` optimiser (default ``Adam(learning_rate)``).
+        seed: integer seed.
+        draws: draws from the fitted guide (one chain).
+        num_particles: ELBO particles per step.
+        progress: show NumPyro's progress bar; ``None`` → only when interactive.
+
+    Returns:
+        ``arviz.InferenceData``: posterior (guide draws, one chain), posterior_predictive,
+        log_likelihood, observed_data, constant_data, and a group ``svi`` with the ``loss``
+        (negative ELBO) per step; the final loss is ``attrs["final_loss"]``.
+
+    Example:
+        >>> idata = hf2ppl.svi(m, guide="mvn", steps=3000)  # doctest: +SKIP
+        >>> idata.svi.loss.plot()  # doctest: +SKIP
+    """
+    import jax
+    import numpyro.optim as optim
+    import xarray as xr
+    from numpyro.infer import SVI, Trace_ELBO
+    from numpyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoMultivariateNormal, AutoNormal
+
+    _check_numpyro_model(model)
+    guides = {"normal": AutoNormal, "mvn": AutoMultivariateNormal, "lowrank": AutoLowRankMultivariateNormal}
+    if guide not in guides:
+        raise ParameterError(f"guide must be one of {sorted(guides)}, got {guide!r}")
+    if int(steps) != steps or steps < 1:
+        raise ParameterError(f"steps must be a positive integer, got {steps!r}")
+    layout = _layout(model)
+    init = {k: np.asarray(v) for k, v in model.init_params().items()}
+    from numpyro.infer import init_to_value
+
+    kw: dict[str, Any] = {"init_loc_fn": init_to_value(values=init)}
+    if guide == "lowrank" and rank is not None:
+        kw["rank"] = rank
+    g = guides[guide](model.model, **kw)
+    opt = optimizer if optimizer is not None else optim.Adam(learning_rate)
+    s = SVI(model.model, g, opt, loss=Trace_ELBO(num_particles=num_particles))
+    key = jax.random.PRNGKey(seed)
+    k_fit, k_draw, k_pred = jax.random.split(key, 3)
+    progress = auto_progress() if progress is None else bool(progress)
+    res = s.run(k_fit, steps, progress_bar=progress)
+    post = jax.device_get(g.sample_posterior(k_draw, res.params, sample_shape=(draws,)))
+    x = np.asarray(layout.join({k: post[k] for k, *_ in layout.sites}))[None]
+    losses = np.asarray(res.losses)
+    from .idata import assemble
+
+    svi_group = xr.Dataset({"loss": (("step",), losses)}, coords={"step": np.arange(len(losses))},
+                           attrs={"guide": guide, "final_loss": float(losses[-1])})
+    return assemble(model, x, sampler=f"numpyro SVI ({type(g).__name__}, Trace_ELBO)", key=k_pred, prior=False,
+                    extra_attrs={"guide": guide, "steps": steps, "final_loss": float(losses[-1]), "seed": seed},
+                    extra_groups={"svi": svi_group})
