@@ -108,7 +108,7 @@ def test_user_priors_override(shared_dir):
     ref_model, data = pyhf_model_and_data({"workspace": str(path)})
     pars = np.array([1.3, 0.4])
     aux = np.asarray(data[ref_model.config.nmaindata:])
-    main = ref_model.logpdf(pars, data)[0] - ref_model.constraint_model.logpdf(aux, pars)[0]
+    main = ref_model.logpdf(pars, data)[0] - float(ref_model.constraint_model.logpdf(aux, pars))
     expect = main + scipy.stats.uniform(0, 5).logpdf(1.3) + scipy.stats.norm(0, 2).logpdf(0.4)
     assert float(m.logdensity(x)) == pytest.approx(expect, rel=1e-12)
     assert float(m.logdensity({"mu": 5.5, "correlated_bkg_uncertainty": 0.0})) == -np.inf

@@ -98,47 +98,61 @@ def sample(
     progress = auto_progress() if progress is None else bool(progress)
     import jax
 
+    from .idata import assemble, draw_prior
+
     key = jax.random.PRNGKey(seed)
-    k_init, k_run, k_pred = jax.random.split(key, 3)
+    k_init, k_run = jax.random.split(key)
     layout = _layout(model)
     z0 = layout.init_z(k_init, chains, float(opts.get("init_jitter", 0.5)))
+    x_prior = draw_prior(model, min(draws, 1000), np.random.default_rng([seed, 7])) if prior else None
+    extra: dict[str, Any] = {}
     if backend == "blackjax":
-        x, stats, sampler = _run_blackjax(model, layout, method, chains, draws, warmup, opts, progress, k_run, z0)
+        x, stats, sampler, extra = _run_blackjax(model, layout, method, chains, draws, warmup, opts, progress, k_run, z0,
+                                                 x_prior, predictive or log_likelihood)
     else:
         x, stats, sampler = _run_numpyro(model, layout, method, chains, draws, warmup, opts, progress, k_run, z0)
-    from .idata import assemble
+    return assemble(model, x, sample_stats=stats, sampler=sampler, seed=seed, predictive=predictive,
+                    log_likelihood=log_likelihood, prior=prior, x_prior=x_prior, **extra,
+                    extra_attrs={"num_chains": chains, "num_draws": draws, "num_warmup": warmup, "seed": seed,
+                                 "method": method, "backend": backend})
 
-    return assemble(model, x, sample_stats=stats, sampler=sampler, key=k_pred, predictive=predictive,
-                    log_likelihood=log_likelihood, prior=prior,
-                    extra_attrs={"num_chains": chains, "num_draws": draws, "num_warmup": warmup, "seed": seed, "method": method})
 
-
-def _run_blackjax(model, layout, method, chains, draws, warmup, opts, progress, key, z0):
+def _run_blackjax(model, layout, method, chains, draws, warmup, opts, progress, key, z0, x_prior, derived):
+    """Sampling, constraining, expected counts and log-likelihood in one cached jitted call."""
     import jax
 
+    from .idata import lam_ll
+
     every = max(1, (warmup + draws) // 100) if progress else 0
-    ck = ("blackjax", method, chains, draws, warmup, tuple(sorted(opts.items())), every)
+    with_prior = x_prior is not None
+    ck = ("blackjax", method, chains, draws, warmup, tuple(sorted(opts.items())), every, derived,
+          None if x_prior is None else x_prior.shape)
     cache = get_cache(model)
     if ck not in cache:
         chain = blackjax_chain_fn(layout, method=method, warmup=warmup, draws=draws, opts=opts, progress_every=every)
 
-        def run(key, z0):
+        def run(key, z0, x_prior):
             out = jax.vmap(chain)(jax.random.split(key, z0.shape[0]), z0)
-            out["x"] = layout.constrain_only(out.pop("z"))
-            return out
+            out.pop("inverse_mass_matrix")
+            x = layout.constrain_only(out.pop("z"))
+            extra = {}
+            if derived:
+                extra["lam"], extra["loglik"] = lam_ll(model, x)
+            if with_prior:
+                extra["lam_prior"] = lam_ll(model, x_prior)[0]
+            return x, out, extra
 
         cache[ck] = jax.jit(run)
     fn = cache[ck]
+    xp = np.zeros((1, layout.n)) if x_prior is None else x_prior
     if progress:
         with Progress(warmup + draws, "warmup"):
-            out = jax.device_get(fn(key, z0))
+            x, out, extra = jax.device_get(fn(key, z0, xp))
     else:
-        out = jax.device_get(fn(key, z0))
-    x = np.asarray(out.pop("x"))
-    out.pop("inverse_mass_matrix", None)
+        x, out, extra = jax.device_get(fn(key, z0, xp))
     stats = {k: np.asarray(v) for k, v in out.items()}
     stats["diverging"] = stats["diverging"].astype(bool)
-    return x, stats, f"blackjax.{method} kernel, Stan window adaptation, one lax.scan, vmap over chains"
+    return np.asarray(x), stats, f"blackjax.{method} kernel, Stan window adaptation, one lax.scan, vmap over chains", extra
 
 
 def _run_numpyro(model, layout, method, chains, draws, warmup, opts, progress, key, z0):

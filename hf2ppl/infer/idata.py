@@ -22,7 +22,7 @@ import numpy as np
 
 from ._nuts import get_cache
 
-__all__ = ["derived_fn", "prior_draws_fn", "assemble", "prior_distributions"]
+__all__ = ["lam_ll", "lam_ll_fn", "draw_prior", "prior_for_draws", "assemble"]
 
 
 def _version() -> str:
@@ -31,15 +31,11 @@ def _version() -> str:
     return __version__
 
 
-def derived_fn(model: Any, predictive: bool = True):
-    """Jitted ``(key, x) -> (lam, loglik, ppc)`` for constrained free vectors ``x`` of shape (C, D, n).
+def lam_ll(model: Any, x):
+    """Expected main counts and per-bin Poisson log-likelihood of the observed counts.
 
-    ``lam`` and ``loglik`` have shape (C, D, B); ``ppc`` are Poisson draws of the main counts (or None).
+    ``x``: constrained free vectors (..., n_free) → ``(lam, loglik)`` each (..., B). Traceable (no jit).
     """
-    cache = get_cache(model)
-    ck = ("derived", predictive)
-    if ck in cache:
-        return cache[ck]
     import jax
     import jax.numpy as jnp
 
@@ -47,69 +43,67 @@ def derived_fn(model: Any, predictive: bool = True):
 
     xp, T = model._xp, model._T
     n_obs = jnp.asarray(model.ir.observed, dtype=model.dtype)
-
-    def one(x):
-        return hf.expected_main(xp, T, model.from_free(x))
-
-    def f(key, x):
-        lam = jax.vmap(jax.vmap(one))(x)
-        ll = hf.poisson_logpdf(xp, n_obs, lam)
-        ppc = jax.random.poisson(key, lam, dtype=jnp.int64 if model.dtype == "float64" else jnp.int32) if predictive else None
-        return lam, ll, ppc
-
-    cache[ck] = jax.jit(f)
-    return cache[ck]
+    flat = jnp.reshape(x, (-1, x.shape[-1]))
+    lam = jax.vmap(lambda v: hf.expected_main(xp, T, model.from_free(v)))(flat)
+    lam = jnp.reshape(lam, x.shape[:-1] + (lam.shape[-1],))
+    return lam, hf.poisson_logpdf(xp, n_obs, lam)
 
 
-def prior_distributions(model: Any) -> dict[str, Any]:
-    """Proper NumPyro distributions to draw the ``prior`` group from, one per free set.
+def lam_ll_fn(model: Any):
+    """Jitted :func:`lam_ll` (cached on the model)."""
+    cache = get_cache(model)
+    if "lam_ll" not in cache:
+        import jax
 
-    ``"prior"`` mode: the sites' priors. ``"aux"`` mode: a free set's prior if proper
-    (a ``Flat`` prior on finite bounds is drawn uniformly on them), and for constrained sets the
-    default prior implied by the aux data (flat × aux likelihood, normalised).
+        cache["lam_ll"] = jax.jit(lambda x: lam_ll(model, x))
+    return cache["lam_ll"]
+
+
+def prior_for_draws(model: Any) -> dict[str, Any]:
+    """A proper :mod:`hf2ppl.priors` object per free set to draw the ``prior`` group from.
+
+    ``"prior"`` mode: the sites' priors. ``"aux"`` mode: a free set's prior if proper (a ``Flat``
+    prior on an unconstrained set is drawn uniformly on its bounds), and for constrained sets the
+    default prior implied by the aux data (flat prior × aux likelihood, normalised).
     """
     from .. import priors as P
-    from ..targets.numpyro import numpyro_distribution
 
-    if model.constraints == "prior":
-        return dict(model.site_distributions())
     out = {}
     for p in model.free_parameters:
         pr = model.priors[p.name]
         if isinstance(pr, P.Flat):
-            if p.constraint is not None:
-                pr = P.default_prior(p)
-            else:
-                pr = P.Uniform(pr.low, pr.high)
-        out[p.name] = numpyro_distribution(pr, p.is_scalar)
+            pr = P.default_prior(p) if p.constraint is not None else P.Uniform(pr.low, pr.high)
+        out[p.name] = pr
     return out
 
 
-def prior_draws_fn(model: Any, n: int):
-    """Jitted ``key -> (x, lam, prior_predictive)`` with ``x`` of shape (1, n, n_free)."""
-    cache = get_cache(model)
-    ck = ("prior", n)
-    if ck in cache:
-        return cache[ck]
-    import jax
-    import jax.numpy as jnp
+def draw_prior(model: Any, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` prior draws of the constrained free vector, shape (n, n_free), with numpy."""
+    from .. import priors as P
 
-    dists = prior_distributions(model)
-    names = [p.name for p in model.free_parameters]
-    der = derived_fn(model, True)
-
-    def f(key):
-        keys = jax.random.split(key, len(names) + 1)
-        parts = []
-        for k, p in zip(keys[:-1], model.free_parameters):
-            v = dists[p.name].sample(k, (n,))
-            parts.append(jnp.reshape(v, (n, p.n_free)))
-        x = jnp.concatenate(parts, axis=-1)[None]
-        lam, _ll, ppc = der(keys[-1], x)
-        return x, ppc
-
-    cache[ck] = jax.jit(f)
-    return cache[ck]
+    priors = prior_for_draws(model)
+    parts = []
+    for p in model.free_parameters:
+        pr = priors[p.name]
+        v = pr.broadcast(p.n_free)
+        shape = (n, p.n_free)
+        if isinstance(pr, (P.Uniform, P.Flat)):
+            lo, hi = v["low"], v["high"]
+            if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+                raise ValueError(f"cannot draw from an unbounded flat prior of {p.name!r}")
+            d = rng.uniform(lo, hi, shape)
+        elif isinstance(pr, P.Normal):
+            d = rng.normal(v["loc"], v["scale"], shape)
+        elif isinstance(pr, P.HalfNormal):
+            d = np.abs(rng.normal(0.0, v["scale"], shape))
+        elif isinstance(pr, P.LogNormal):
+            d = rng.lognormal(v["loc"], v["scale"], shape)
+        elif isinstance(pr, P.Gamma):
+            d = rng.gamma(v["concentration"], 1.0 / v["rate"], shape)
+        else:  # pragma: no cover - every Prior subclass is handled above
+            raise TypeError(f"no sampler for prior {pr!r}")
+        parts.append(d)
+    return np.concatenate(parts, axis=-1)
 
 
 def _param_dataset(model: Any, x: np.ndarray, extra_attrs: dict):
@@ -146,21 +140,24 @@ def _channel_dataset(model: Any, arr: np.ndarray | None, attrs: dict, with_chain
 
 
 def assemble(model: Any, x: np.ndarray, *, sample_stats: dict[str, np.ndarray] | None = None, sampler: str,
-             key: Any = None, predictive: bool = True, log_likelihood: bool = True, prior: bool = True,
+             seed: int = 0, lam: np.ndarray | None = None, loglik: np.ndarray | None = None,
+             x_prior: np.ndarray | None = None, lam_prior: np.ndarray | None = None,
+             predictive: bool = True, log_likelihood: bool = True, prior: bool = True,
              prior_samples: int | None = None, extra_attrs: dict | None = None, extra_groups: dict | None = None):
     """Build the InferenceData for constrained free draws ``x`` (chains, draws, n_free).
 
     Args:
         model: the compiled NumPyro model.
         x: constrained free vectors, shape (chains, draws, n_free), in the model's free order.
-        sample_stats: {ArviZ stat name: array (chains, draws)}.
+        sample_stats: {ArviZ stat name: array (chains, draws) or (chains,)}.
         sampler: a short description stored in ``attrs["sampler"]``.
-        key: JAX PRNG key for the posterior/prior predictive draws.
+        seed: seed of the numpy generator for the predictive Poisson draws and prior draws.
+        lam, loglik: expected counts and per-bin log-likelihood at ``x`` if already computed.
+        x_prior, lam_prior: prior draws (n, n_free) and their expected counts if already computed.
         predictive, log_likelihood, prior: which optional groups to add.
         prior_samples: number of prior draws (default: min(draws, 1000)).
     """
     import arviz as az
-    import jax
     import xarray as xr
 
     attrs = {
@@ -172,9 +169,7 @@ def assemble(model: Any, x: np.ndarray, *, sample_stats: dict[str, np.ndarray] |
         "inference_library": "hf2ppl",
     }
     attrs.update(extra_attrs or {})
-    if key is None:
-        key = jax.random.PRNGKey(0)
-    k_post, k_prior = jax.random.split(key)
+    rng = np.random.default_rng([seed, 1234])
     groups: dict[str, Any] = {"posterior": _param_dataset(model, x, attrs)}
     if sample_stats:
         C, D = x.shape[:2]
@@ -185,17 +180,19 @@ def assemble(model: Any, x: np.ndarray, *, sample_stats: dict[str, np.ndarray] |
                 v = np.broadcast_to(v[:, None], (C, D))
             ss[k] = (("chain", "draw"), v)
         groups["sample_stats"] = xr.Dataset(ss, coords={"chain": np.arange(C), "draw": np.arange(D)}, attrs=attrs)
-    if predictive or log_likelihood:
-        lam, ll, ppc = jax.device_get(derived_fn(model, predictive)(k_post, x))
-        if predictive:
-            groups["posterior_predictive"] = _channel_dataset(model, ppc, attrs)
-        if log_likelihood:
-            groups["log_likelihood"] = _channel_dataset(model, ll, attrs)
+    if (predictive or log_likelihood) and (lam is None or loglik is None):
+        lam, loglik = (np.asarray(a) for a in lam_ll_fn(model)(x))
+    if predictive:
+        groups["posterior_predictive"] = _channel_dataset(model, rng.poisson(lam), attrs)
+    if log_likelihood:
+        groups["log_likelihood"] = _channel_dataset(model, np.asarray(loglik), attrs)
     if prior:
-        n = prior_samples or min(x.shape[1], 1000)
-        xp, ppc = jax.device_get(prior_draws_fn(model, n)(k_prior))
-        groups["prior"] = _param_dataset(model, xp, attrs)
-        groups["prior_predictive"] = _channel_dataset(model, ppc, attrs)
+        if x_prior is None:
+            x_prior = draw_prior(model, prior_samples or min(x.shape[1], 1000), rng)
+        if lam_prior is None:
+            lam_prior = np.asarray(lam_ll_fn(model)(x_prior)[0])
+        groups["prior"] = _param_dataset(model, np.asarray(x_prior)[None], attrs)
+        groups["prior_predictive"] = _channel_dataset(model, rng.poisson(np.asarray(lam_prior)[None]), attrs)
     groups["observed_data"] = _channel_dataset(model, np.asarray(model.ir.observed), attrs, with_chain=False)
     nom = np.asarray(model.ir.nominal)
     cd, coords = {}, {"sample": list(model.ir.samples)}
