@@ -28,7 +28,8 @@ random draws are ordinary ``pm.Poisson`` draws.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
