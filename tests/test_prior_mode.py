@@ -106,7 +106,8 @@ def test_user_priors_override(shared_dir):
     m = hf2ppl.compile(path, priors={"mu": P.Uniform(0, 5), "correlated_bkg_uncertainty": P.Normal(0.0, 2.0)})
     x = {"mu": 1.3, "correlated_bkg_uncertainty": 0.4}
     ref_model, data = pyhf_model_and_data({"workspace": str(path)})
-    pars = np.array([1.3, 0.4])
+    assert m.par_names == ["correlated_bkg_uncertainty", "mu"]  # pyhf order: histosys before normfactor
+    pars = np.array([0.4, 1.3])
     aux = np.asarray(data[ref_model.config.nmaindata:])
     main = ref_model.logpdf(pars, data)[0] - float(ref_model.constraint_model.logpdf(aux, pars))
     expect = main + scipy.stats.uniform(0, 5).logpdf(1.3) + scipy.stats.norm(0, 2).logpdf(0.4)

@@ -23,7 +23,8 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -175,13 +176,13 @@ def auto_progress() -> bool:
 class Progress:
     """A tqdm bar fed from inside jitted code through ``jax.debug.callback`` (host side)."""
 
-    _current: "Progress | None" = None
+    _current: Progress | None = None
     _lock = threading.Lock()
 
     def __init__(self, total: int, desc: str):
         self.total, self.desc, self.bar = total, desc, None
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         try:
             from tqdm.auto import tqdm
 

@@ -338,7 +338,7 @@ def svi(
     opt = optimizer if optimizer is not None else optim.Adam(learning_rate)
     s = SVI(model.model, g, opt, loss=Trace_ELBO(num_particles=num_particles))
     key = jax.random.PRNGKey(seed)
-    k_fit, k_draw, k_pred = jax.random.split(key, 3)
+    k_fit, k_draw = jax.random.split(key)
     progress = auto_progress() if progress is None else bool(progress)
     res = s.run(k_fit, steps, progress_bar=progress)
     post = jax.device_get(g.sample_posterior(k_draw, res.params, sample_shape=(draws,)))
@@ -348,6 +348,6 @@ def svi(
 
     svi_group = xr.Dataset({"loss": (("step",), losses)}, coords={"step": np.arange(len(losses))},
                            attrs={"guide": guide, "final_loss": float(losses[-1])})
-    return assemble(model, x, sampler=f"numpyro SVI ({type(g).__name__}, Trace_ELBO)", key=k_pred, prior=False,
+    return assemble(model, x, sampler=f"numpyro SVI ({type(g).__name__}, Trace_ELBO)", seed=seed, prior=False,
                     extra_attrs={"guide": guide, "steps": steps, "final_loss": float(losses[-1]), "seed": seed},
                     extra_groups={"svi": svi_group})

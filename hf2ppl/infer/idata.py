@@ -161,7 +161,7 @@ def assemble(model: Any, x: np.ndarray, *, sample_stats: dict[str, np.ndarray] |
     import xarray as xr
 
     attrs = {
-        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "created_at": datetime.datetime.now(datetime.UTC).isoformat(),
         "hf2ppl_version": _version(),
         "target": model.target,
         "constraints": model.constraints,
