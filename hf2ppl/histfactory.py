@@ -75,6 +75,11 @@ class Tensors:
         self.poisson_factor = ir.poisson_factor.astype(f)
         self.observed = ir.observed.astype(f)
         self.auxdata = ir.auxdata.astype(f)
+        # data-only normalisation terms, precomputed for the observed data
+        from scipy.special import gammaln
+
+        self.lgamma_observed = gammaln(ir.observed + 1.0).astype(f)
+        self.lgamma_poisson_aux = gammaln(ir.auxdata[ir.poisson_auxpos] + 1.0).astype(f)
 
 
 def tensors(ir, dtype="float64") -> Tensors:
@@ -108,9 +113,12 @@ def expected_main(xp, T: Tensors, theta, nominal=None):
     return xp.sum(expected_rates(xp, T, theta, nominal), axis=0)
 
 
-def poisson_logpdf(xp, n, lam):
-    r"""Continuous Poisson :math:`n \ln\lambda - \lambda - \ln\Gamma(n+1)`, elementwise."""
-    return xp.xlogy(n, lam) - lam - xp.gammaln(n + 1.0)
+def poisson_logpdf(xp, n, lam, lgamma_n1=None):
+    r"""Continuous Poisson :math:`n \ln\lambda - \lambda - \ln\Gamma(n+1)`, elementwise.
+
+    ``lgamma_n1`` optionally supplies a precomputed :math:`\ln\Gamma(n+1)`.
+    """
+    return xp.xlogy(n, lam) - lam - (xp.gammaln(n + 1.0) if lgamma_n1 is None else lgamma_n1)
 
 
 def normal_logpdf(xp, x, mu, sigma, log_sigma=None):
@@ -121,8 +129,10 @@ def normal_logpdf(xp, x, mu, sigma, log_sigma=None):
 
 def main_logpdf(xp, T: Tensors, theta, main=None, nominal=None):
     """Sum of the Poisson main terms over all bins."""
-    n = T.observed if main is None else main
-    return xp.sum(poisson_logpdf(xp, n, expected_main(xp, T, theta, nominal)))
+    lam = expected_main(xp, T, theta, nominal)
+    if main is None:
+        return xp.sum(poisson_logpdf(xp, T.observed, lam, T.lgamma_observed))
+    return xp.sum(poisson_logpdf(xp, main, lam))
 
 
 def constraint_logpdf(xp, T: Tensors, theta, aux=None):
@@ -132,7 +142,11 @@ def constraint_logpdf(xp, T: Tensors, theta, aux=None):
     if T.normal_idx.shape[0]:
         total = total + xp.sum(normal_logpdf(xp, a[T.normal_auxpos], theta[T.normal_idx], T.normal_sigma, T.normal_logsigma))
     if T.poisson_idx.shape[0]:
-        total = total + xp.sum(poisson_logpdf(xp, a[T.poisson_auxpos], theta[T.poisson_idx] * T.poisson_factor))
+        rate = theta[T.poisson_idx] * T.poisson_factor
+        if aux is None:
+            total = total + xp.sum(poisson_logpdf(xp, a[T.poisson_auxpos], rate, T.lgamma_poisson_aux))
+        else:
+            total = total + xp.sum(poisson_logpdf(xp, a[T.poisson_auxpos], rate))
     return total
 
 

@@ -50,7 +50,10 @@ def jax_namespace() -> Namespace:
 
 def pytensor_namespace() -> Namespace:
     import pytensor.tensor as pt
-    from pytensor.tensor.xlogx import xlogy0
+
+    def xlogy0(x, y):  # x*log(y), 0 where x == 0; plain ops (pytensor's XlogY0 has no JAX dispatch), NaN-free gradient
+        zero = pt.eq(x, 0)
+        return pt.switch(zero, 0.0, x * pt.log(pt.switch(zero, 1.0, y)))
 
     def isfinite(x):  # pytensor.tensor has isinf/isnan but no isfinite
         return ~(pt.isinf(x) | pt.isnan(x))

@@ -144,8 +144,8 @@ class PyMCModel(CompiledModel):
         return channel if channel not in self.ir.par_map else f"obs_{channel}"
 
     def channel_dim(self, channel: str) -> str:
-        """Name of the bin dimension of ``channel``: ``"<channel>_bin"`` (``"obs_<channel>_bin"`` if a parameter has the name)."""
-        return f"{self.channel_site(channel)}_bin"
+        """Name of the bin dimension of ``channel``: ``"<channel>_bin"`` (as in :mod:`hf2ppl.infer.idata`)."""
+        return f"{channel}_bin"
 
     @property
     def channel_sites(self) -> list[str]:

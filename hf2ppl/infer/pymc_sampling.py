@@ -1,0 +1,212 @@
+"""NUTS on a PyMC-compiled model with ``pm.sample`` → :class:`arviz.InferenceData` in hf2ppl's layout.
+
+``hf2ppl.sample(model, ...)`` lands here for ``target="pymc"`` models. The sampler is
+``pm.sample(nuts_sampler=...)``: ``"pymc"`` (PyMC's own NUTS on the C backend),
+``"numpyro"`` / ``"blackjax"`` (the PyTensor graph is transpiled to JAX by PyMC) or
+``"nutpie"`` (Rust NUTS on the numba-compiled graph; ``pip install nutpie``). The
+returned InferenceData has the groups, variable names and dims of the NumPyro path
+(see :mod:`hf2ppl.infer.idata`); log-likelihood and predictive draws come from
+PyMC's own machinery (``pm.compute_log_likelihood``, ``pm.sample_posterior_predictive``,
+``pm.sample_prior_predictive``) on the same graph.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from ..errors import ParameterError
+
+__all__ = ["sample_pymc", "NUTS_SAMPLERS", "available_nuts_samplers"]
+
+NUTS_SAMPLERS = ("pymc", "numpyro", "blackjax", "nutpie")
+_STATS = ("diverging", "energy", "tree_depth", "n_steps", "step_size", "acceptance_rate", "lp")
+
+
+def available_nuts_samplers() -> list[str]:
+    """The ``nuts_sampler`` values usable here (``"nutpie"`` only if it is installed)."""
+    import importlib.util
+
+    out = ["pymc"]
+    for name in ("numpyro", "blackjax", "nutpie"):
+        if importlib.util.find_spec(name) is not None:
+            out.append(name)
+    return out
+
+
+def _quiet(fn, *args, **kwargs):
+    """Run a PyMC call with its INFO logging ("Sampling: [...]", "Auto-assigning NUTS") silenced."""
+    lg = logging.getLogger("pymc")
+    level = lg.level
+    lg.setLevel(logging.WARNING)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        lg.setLevel(level)
+
+
+def _sampler_kwargs(nuts_sampler: str, chains: int, opts: dict[str, Any]) -> dict[str, Any]:
+    """Translate hf2ppl's kernel options to ``pm.sample`` keywords for ``nuts_sampler``."""
+    kw: dict[str, Any] = {}
+    ext = dict(opts.pop("nuts_sampler_kwargs", {}) or {})
+    if "target_accept" in opts:
+        kw["target_accept"] = float(opts.pop("target_accept"))
+    tree = opts.pop("max_tree_depth", None)
+    dense = bool(opts.pop("dense_mass", False))
+    for k in ("init_jitter", "initial_step_size", "method", "backend"):  # NumPyro-path options without a pm.sample twin
+        opts.pop(k, None)
+    if nuts_sampler == "pymc":
+        if tree is not None:
+            kw["max_treedepth"] = int(tree)
+        if dense:
+            kw.setdefault("init", "jitter+adapt_full")
+    elif nuts_sampler in ("numpyro", "blackjax"):
+        ext.setdefault("chain_method", "vectorized")
+        if tree is not None:
+            ext["max_tree_depth"] = int(tree)
+        if dense:
+            ext["dense_mass"] = True
+    elif nuts_sampler == "nutpie":
+        if tree is not None:
+            ext["maxdepth"] = int(tree)
+    if ext:
+        kw["nuts_sampler_kwargs"] = ext
+    kw.update(opts)
+    return kw
+
+
+def sample_pymc(
+    model: Any,
+    *,
+    chains: int = 4,
+    draws: int = 1000,
+    warmup: int = 1000,
+    seed: int = 0,
+    nuts_sampler: str = "pymc",
+    progress: bool | None = None,
+    predictive: bool = True,
+    log_likelihood: bool = True,
+    prior: bool = True,
+    keep_expected: bool = False,
+    cores: int | None = 1,
+    **kwargs: Any,
+):
+    """Sample the posterior of a ``target="pymc"`` model with ``pm.sample``.
+
+    Args:
+        model: a :class:`~hf2ppl.targets.pymc.PyMCModel` from ``hf2ppl.compile(..., target="pymc")``.
+        chains, draws, warmup: chains, kept draws per chain, tuning steps per chain.
+        seed: integer seed (same seed → same draws for a given sampler).
+        nuts_sampler: ``"pymc"``, ``"numpyro"``, ``"blackjax"`` or ``"nutpie"`` (see :func:`available_nuts_samplers`).
+        progress: progress bar; ``None`` → only in an interactive terminal or notebook.
+        predictive, log_likelihood, prior: add ``posterior_predictive``, ``log_likelihood`` and
+            ``prior``/``prior_predictive`` (``min(draws, 1000)`` prior draws).
+        keep_expected: keep the ``expected_<channel>`` deterministics in the posterior.
+        cores: processes for PyMC's own sampler (default 1: chains run one after another; ``None``
+            lets PyMC choose). The JAX samplers vectorise chains on one device.
+        **kwargs: ``target_accept``, ``max_tree_depth``, ``dense_mass`` (translated per sampler),
+            ``nuts_sampler_kwargs`` and any other ``pm.sample`` keyword.
+
+    Returns:
+        ``arviz.InferenceData`` with the layout of :mod:`hf2ppl.infer.idata` (posterior, sample_stats,
+        log_likelihood, posterior_predictive, prior, prior_predictive, observed_data, constant_data);
+        ``attrs["sampler"]`` names the NUTS implementation.
+
+    Example:
+        >>> m = hf2ppl.compile("../shared/workspaces/2_bin_corr.json", target="pymc")  # doctest: +SKIP
+        >>> idata = hf2ppl.sample(m, chains=2, draws=1000, nuts_sampler="numpyro")  # doctest: +SKIP
+        >>> float(idata.posterior["mu"].mean())  # doctest: +SKIP
+    """
+    import pymc as pm
+
+    from .idata import assemble, draw_prior
+
+    if getattr(model, "target", None) != "pymc":
+        raise ParameterError(f"sample_pymc needs a model compiled with target='pymc', got {getattr(model, 'target', type(model).__name__)!r}")
+    if nuts_sampler not in NUTS_SAMPLERS:
+        raise ParameterError(f"nuts_sampler must be one of {NUTS_SAMPLERS}, got {nuts_sampler!r}")
+    if nuts_sampler not in available_nuts_samplers():
+        raise ParameterError(f"nuts_sampler={nuts_sampler!r} is not installed (pip install {nuts_sampler})")
+    for name, v, lo in (("chains", chains, 1), ("draws", draws, 1), ("warmup", warmup, 0)):
+        if int(v) != v or v < lo:
+            raise ParameterError(f"{name} must be an integer >= {lo}, got {v!r}")
+    if progress is None:
+        from ._nuts import auto_progress
+
+        progress = auto_progress()
+    progress = bool(progress)
+    kw = _sampler_kwargs(nuts_sampler, chains, dict(kwargs))
+    if nuts_sampler == "pymc":
+        kw["cores"] = cores
+    pmodel = model.model
+    names = [p.name for p in model.free_parameters]
+    sites = model.channel_sites
+    t0 = time.perf_counter()
+    with pmodel:
+        post = _quiet(pm.sample, draws=int(draws), tune=int(warmup), chains=int(chains), random_seed=seed,
+                      nuts_sampler=nuts_sampler, progressbar=progress, compute_convergence_checks=False,
+                      idata_kwargs={"log_likelihood": False}, **kw)
+    sampling_time = time.perf_counter() - t0
+    x = np.concatenate([np.asarray(post.posterior[n]).reshape(chains, draws, -1) for n in names], axis=-1)
+    ss = post.sample_stats
+    stats = {k: np.asarray(ss[k]) for k in _STATS if k in ss}
+    if "diverging" in stats:
+        stats["diverging"] = stats["diverging"].astype(bool)
+    if "tree_depth" not in stats and "n_steps" in stats:
+        stats["tree_depth"] = np.floor(np.log2(np.maximum(stats["n_steps"], 1))).astype(np.int64) + 1
+
+    extra: dict[str, Any] = {}
+    if log_likelihood:
+        ll = _quiet(pm.compute_log_likelihood, post, var_names=sites, model=pmodel, extend_inferencedata=False,
+                    progressbar=False)
+        extra["log_likelihood"] = ll
+    if predictive:
+        pp = _quiet(pm.sample_posterior_predictive, post, model=pmodel, var_names=sites, random_seed=np.random.default_rng([seed, 1]),
+                    progressbar=False, return_inferencedata=True)
+        extra["posterior_predictive"] = pp.posterior_predictive
+    if prior:
+        n_prior = min(int(draws), 1000)
+        if model.constraints == "prior":
+            pr = _quiet(pm.sample_prior_predictive, draws=n_prior, model=pmodel, var_names=names + sites, random_seed=np.random.default_rng([seed, 2]))
+            extra["prior"] = pr.prior[names]
+            extra["prior_predictive"] = pr.prior_predictive[sites]
+        else:  # aux mode: the flat priors are improper; draw the proper priors the NumPyro path draws from
+            import xarray as xr
+
+            xp_ = draw_prior(model, n_prior, np.random.default_rng([seed, 7]))
+            off, dv = 0, {}
+            coords = {"chain": [0], "draw": np.arange(n_prior)}
+            for p in model.free_parameters:
+                v = xp_[None, :, off:off + p.n_free]
+                off += p.n_free
+                dv[p.name] = (("chain", "draw"), v[..., 0]) if p.is_scalar else (("chain", "draw", p.dim), v)
+                if not p.is_scalar:
+                    coords[p.dim] = list(p.free_labels)
+            prior_ds = xr.Dataset(dv, coords=coords)
+            ppr = _quiet(pm.sample_posterior_predictive, prior_ds, model=pmodel, var_names=sites, random_seed=np.random.default_rng([seed, 2]),
+                         progressbar=False, return_inferencedata=True)
+            extra["prior"] = prior_ds
+            extra["prior_predictive"] = ppr.posterior_predictive
+    sampler = {
+        "pymc": "pymc.sample NUTS (PyTensor C backend)",
+        "numpyro": "pymc.sample(nuts_sampler='numpyro'): numpyro NUTS on the JAX-transpiled PyTensor graph",
+        "blackjax": "pymc.sample(nuts_sampler='blackjax'): blackjax NUTS on the JAX-transpiled PyTensor graph",
+        "nutpie": "pymc.sample(nuts_sampler='nutpie'): nutpie NUTS on the numba-compiled PyTensor graph",
+    }[nuts_sampler]
+    idata = assemble(model, x, sample_stats=stats, sampler=sampler, seed=seed, predictive=False, log_likelihood=False,
+                     prior=False, extra_attrs={"num_chains": chains, "num_draws": draws, "num_warmup": warmup, "seed": seed,
+                                               "method": "nuts", "backend": "pymc", "nuts_sampler": nuts_sampler,
+                                               "sampling_time": sampling_time})
+    attrs = dict(idata.posterior.attrs)
+    if keep_expected:
+        exp = post.posterior[[f"expected_{c.name}" for c in model.ir.channels]]
+        idata.posterior = idata.posterior.assign({k: exp[k] for k in exp.data_vars})
+        idata.posterior.attrs = attrs
+    for name, ds in extra.items():
+        ds = ds.copy()
+        ds.attrs = attrs
+        idata.add_groups({name: ds})
+    return idata

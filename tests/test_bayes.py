@@ -1,0 +1,389 @@
+"""Bayesian inference (issue 4): InferenceData layout, backend agreement, exact references.
+
+References are independent of the sampler: a brute-force grid integration of the
+2_bin_corr posterior written from the HistFactory formulas with numpy/scipy, the
+analytic Gamma posterior of a conjugate model, pyhf's MLE for MAP in aux mode.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import types
+import warnings
+
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+import hf2ppl
+from hf2ppl import priors as P
+
+from conftest import WORKSPACES
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def ws(name: str) -> dict:
+    return json.loads((WORKSPACES / name).read_text())
+
+
+@pytest.fixture(scope="module")
+def corr():
+    return hf2ppl.compile(ws("2_bin_corr.json"), priors={"mu": P.Uniform(0, 5)})
+
+
+# ------------------------------------------------------------------ InferenceData layout
+@pytest.fixture(scope="module")
+def idata_multi():
+    """A model with vector sets (shapesys, staterror) on a small run."""
+    m = hf2ppl.compile(ws("litehf_sample_staterror_shapesys.json"))
+    return m, hf2ppl.sample(m, chains=2, draws=300, warmup=300, seed=1)
+
+
+def test_idata_groups_dims_coords(idata_multi):
+    m, idata = idata_multi
+    for g in ("posterior", "sample_stats", "posterior_predictive", "log_likelihood", "prior", "prior_predictive",
+              "observed_data", "constant_data"):
+        assert g in idata.groups(), g
+    post = idata.posterior
+    assert set(post.data_vars) == {p.name for p in m.free_parameters}
+    for p in m.free_parameters:
+        if p.is_scalar:
+            assert post[p.name].dims == ("chain", "draw")
+        else:
+            assert post[p.name].dims == ("chain", "draw", p.dim)
+            assert list(post[p.name].coords[p.dim].values) == list(p.free_labels)
+        assert idata.prior[p.name].dims[2:] == post[p.name].dims[2:]
+    for c in m.ir.channels:
+        site = m.channel_site(c.name)
+        dim = f"{c.name}_bin"
+        assert idata.observed_data[site].dims == (dim,)
+        np.testing.assert_array_equal(idata.observed_data[site].values, m.data[c.name])
+        assert idata.posterior_predictive[site].dims == ("chain", "draw", dim)
+        assert idata.log_likelihood[site].dims == ("chain", "draw", dim)
+        assert idata.prior_predictive[site].dims[2:] == (dim,)
+        np.testing.assert_array_equal(idata.observed_data[site].coords[dim].values, np.arange(c.nbins))
+        nom = idata.constant_data[f"nominal_{c.name}"]
+        assert nom.dims == ("sample", dim)
+        assert list(nom.coords["sample"].values) == list(m.ir.samples)
+    for s in ("diverging", "energy", "tree_depth", "step_size", "acceptance_rate", "lp"):
+        assert idata.sample_stats[s].dims == ("chain", "draw"), s
+    assert idata.sample_stats.diverging.dtype == bool
+    for k in ("hf2ppl_version", "target", "constraints", "sampler"):
+        assert k in idata.posterior.attrs
+    assert idata.posterior.attrs["target"] == "numpyro"
+
+
+def test_idata_log_likelihood_is_poisson(idata_multi):
+    m, idata = idata_multi
+    c = m.ir.channels[0]
+    site = m.channel_site(c.name)
+    # recompute the Poisson log-likelihood of one draw from the model's expected counts
+    draw = {p.name: idata.posterior[p.name].values[0, 5] for p in m.free_parameters}
+    lam = np.asarray(m.expected_data(draw, include_auxdata=False))[c.slice]
+    ref = stats.poisson.logpmf(m.data[c.name], lam)
+    np.testing.assert_allclose(idata.log_likelihood[site].values[0, 5], ref, rtol=1e-10)
+
+
+def test_idata_works_with_arviz(idata_multi):
+    import arviz as az
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m, idata = idata_multi
+    summ = az.summary(idata)
+    assert {"r_hat", "ess_bulk", "ess_tail", "mcse_mean"} <= set(summ.columns)
+    assert len(summ) == sum(p.n_free for p in m.free_parameters)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loo = az.loo(idata, var_name=m.channel_site(m.channels[0]))
+        waic = az.waic(idata, var_name=m.channel_site(m.channels[0]))
+    assert np.isfinite(loo.elpd_loo) and np.isfinite(waic.elpd_waic)
+    az.plot_ppc(idata, num_pp_samples=50)
+    az.plot_trace(idata)
+    plt.close("all")
+
+
+def test_multichannel_idata_and_loo():
+    import arviz as az
+
+    m = hf2ppl.compile(ws("litehf_multi_channel.json"))
+    idata = hf2ppl.sample(m, chains=2, draws=200, warmup=200, seed=0)
+    assert set(idata.observed_data.data_vars) == {m.channel_site(c) for c in m.channels}
+    for c in m.ir.channels:
+        assert idata.posterior_predictive[m.channel_site(c.name)].shape == (2, 200, c.nbins)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert np.isfinite(az.loo(idata, var_name=m.channel_site(m.channels[0])).elpd_loo)
+
+
+def test_seed_reproducible_and_cached(corr):
+    from hf2ppl.infer._nuts import get_cache
+
+    a = hf2ppl.sample(corr, chains=2, draws=100, warmup=100, seed=3, prior=False)
+    n_cached = len(get_cache(corr))
+    b = hf2ppl.sample(corr, chains=2, draws=100, warmup=100, seed=3, prior=False)
+    c = hf2ppl.sample(corr, chains=2, draws=100, warmup=100, seed=4, prior=False)
+    assert len(get_cache(corr)) == n_cached  # second call reuses the jitted sampler
+    np.testing.assert_array_equal(a.posterior.mu.values, b.posterior.mu.values)
+    assert not np.array_equal(a.posterior.mu.values, c.posterior.mu.values)
+
+
+def test_bad_arguments(corr):
+    from hf2ppl.errors import ParameterError
+
+    with pytest.raises(ParameterError):
+        hf2ppl.sample(corr, backend="stan")
+    with pytest.raises(ParameterError):
+        hf2ppl.sample(corr, method="mh")
+    with pytest.raises(ParameterError):
+        hf2ppl.sample(corr, draws=0)
+    with pytest.raises(ParameterError):
+        hf2ppl.sample(corr, draws=10, warmup=10, bogus_option=1)
+
+
+def test_progress_auto_is_silent_under_pytest():
+    from hf2ppl.infer._nuts import auto_progress
+
+    assert auto_progress() is False
+
+
+def test_progress_bar_runs(corr, capsys):
+    idata = hf2ppl.sample(corr, chains=2, draws=50, warmup=50, seed=0, progress=True, prior=False)
+    assert idata.posterior.mu.shape == (2, 50)
+
+
+def test_pymc_models_are_dispatched(monkeypatch):
+    calls = {}
+
+    def sample_pymc(model, **kw):
+        calls.update(kw, model=model)
+        return "idata"
+
+    monkeypatch.setitem(sys.modules, "hf2ppl.infer.pymc_sampling", types.SimpleNamespace(sample_pymc=sample_pymc))
+    fake = types.SimpleNamespace(target="pymc")
+    out = hf2ppl.sample(fake, chains=3, draws=7, warmup=5, seed=2, nuts_sampler="numpyro", target_accept=0.9)
+    assert out == "idata"
+    assert calls["model"] is fake
+    assert (calls["chains"], calls["draws"], calls["warmup"], calls["seed"], calls["nuts_sampler"]) == (3, 7, 5, 2, "numpyro")
+    assert calls["target_accept"] == 0.9 and "progress" in calls
+
+
+# ------------------------------------------------------------------ backends agree
+def _agree(a, b, names, k=5.0):
+    import arviz as az
+
+    sa, sb = az.summary(a, var_names=names), az.summary(b, var_names=names)
+    for row in sa.index:
+        d = abs(sa.loc[row, "mean"] - sb.loc[row, "mean"])
+        err = np.hypot(sa.loc[row, "mcse_mean"], sb.loc[row, "mcse_mean"])
+        assert d < k * err + 1e-3, (row, sa.loc[row, "mean"], sb.loc[row, "mean"], err)
+        rel = abs(sa.loc[row, "sd"] / sb.loc[row, "sd"] - 1)
+        assert rel < 0.06, (row, sa.loc[row, "sd"], sb.loc[row, "sd"])
+        assert sa.loc[row, "r_hat"] < 1.01 and sb.loc[row, "r_hat"] < 1.01
+
+
+@pytest.mark.parametrize("name", ["2_bin_corr.json", "hello_world_shapesys.json", "4_bin.json"])
+def test_backends_agree(name):
+    m = hf2ppl.compile(ws(name))
+    kw = dict(chains=4, draws=2000, warmup=500, seed=11, prior=False, predictive=False, log_likelihood=False)
+    a = hf2ppl.sample(m, backend="blackjax", **kw)
+    b = hf2ppl.sample(m, backend="numpyro", **kw)
+    _agree(a, b, [p.name for p in m.free_parameters])
+    # quantiles of the POI within MC error too
+    qa = np.quantile(a.posterior[m.poi_name].values, [0.16, 0.5, 0.84])
+    qb = np.quantile(b.posterior[m.poi_name].values, [0.16, 0.5, 0.84])
+    np.testing.assert_allclose(qa, qb, atol=0.05 * float(a.posterior[m.poi_name].std()) * 4)
+
+
+def test_hmc_agrees_with_nuts(corr):
+    kw = dict(chains=4, draws=2000, warmup=500, seed=5, prior=False, predictive=False, log_likelihood=False)
+    a = hf2ppl.sample(corr, method="nuts", **kw)
+    b = hf2ppl.sample(corr, method="hmc", num_steps=8, **kw)
+    assert "tree_depth" not in b.sample_stats
+    _agree(a, b, ["mu", "correlated_bkg_uncertainty"])
+
+
+# ------------------------------------------------------------------ brute-force grid for 2_bin_corr
+def grid_posterior_mu(spec: dict, mu_max: float = 5.0):
+    """Marginal posterior of mu on a grid from the HistFactory formulas (numpy only).
+
+    lam_b = mu * s_b + b_b + histosys(alpha) (pyhf code 0: piecewise linear), alpha ~ N(0, 1),
+    mu ~ Uniform(0, mu_max), n_b ~ Poisson(lam_b).
+    """
+    from scipy.special import gammaln
+
+    ch = spec["channels"][0]
+    s = np.array(ch["samples"][0]["data"])
+    bk = ch["samples"][1]
+    b = np.array(bk["data"])
+    hi = np.array(bk["modifiers"][0]["data"]["hi_data"])
+    lo = np.array(bk["modifiers"][0]["data"]["lo_data"])
+    n = np.array(spec["observations"][0]["data"])
+    mu = np.linspace(0, mu_max, 2001)
+    al = np.linspace(-7, 7, 1401)
+    M, A = np.meshgrid(mu, al, indexing="ij")
+    delta = np.where(A[..., None] > 0, A[..., None] * (hi - b), A[..., None] * (b - lo))
+    lam = M[..., None] * s + b + delta
+    lam = np.clip(lam, 1e-300, None)
+    logp = np.sum(n * np.log(lam) - lam - gammaln(n + 1), axis=-1) - 0.5 * A**2
+    p = np.exp(logp - logp.max())
+    marg = integrate.trapezoid(p, al, axis=1)
+    cdf = integrate.cumulative_trapezoid(marg, mu, initial=0.0)
+    cdf /= cdf[-1]
+    return mu, cdf
+
+
+def test_2bin_corr_matches_grid_integration(corr):
+    spec = ws("2_bin_corr.json")
+    mu, cdf = grid_posterior_mu(spec)
+    ref = np.interp([0.16, 0.5, 0.84], cdf, mu)
+    idata = hf2ppl.sample(corr, chains=4, draws=10000, warmup=1000, seed=2, prior=False, predictive=False, log_likelihood=False)
+    got = np.quantile(idata.posterior.mu.values, [0.16, 0.5, 0.84])
+    np.testing.assert_allclose(got, ref, atol=0.02)
+    # the grid is not trivially satisfied: a wrong prior moves the quantiles by more than the tolerance
+    assert np.max(np.abs(np.interp([0.16, 0.5, 0.84], *grid_posterior_mu(spec, mu_max=2.0)[::-1]) - ref)) > 0.02
+
+
+# ------------------------------------------------------------------ conjugate model
+def conjugate_ws(n_obs: int, b: float) -> dict:
+    samples = [{"name": "signal", "data": [1.0], "modifiers": [{"name": "s", "type": "normfactor", "data": None}]}]
+    if b > 0:
+        samples.append({"name": "background", "data": [b], "modifiers": []})
+    return {
+        "channels": [{"name": "SR", "samples": samples}],
+        "observations": [{"name": "SR", "data": [float(n_obs)]}],
+        "measurements": [{"name": "m", "config": {"poi": "s", "parameters": [{"name": "s", "bounds": [[0.0, 1000.0]], "inits": [2.0]}]}}],
+        "version": "1.0.0",
+    }
+
+
+def _thinned(idata, name, every=4):
+    return idata.posterior[name].values[:, ::every].ravel()
+
+
+def test_conjugate_gamma_posterior_exact():
+    a, r, n = 2.0, 0.5, 5
+    m = hf2ppl.compile(conjugate_ws(n, 0.0), priors={"s": P.Gamma(a, r)})
+    idata = hf2ppl.sample(m, chains=4, draws=2000, warmup=500, seed=0, prior=False)
+    x = _thinned(idata, "s")
+    post = stats.gamma(a + n, scale=1.0 / (r + 1.0))
+    assert stats.kstest(x, post.cdf).pvalue > 0.01
+    # power check: the prior alone (or a posterior that forgot the data) is rejected
+    assert stats.kstest(x, stats.gamma(a + n - 2, scale=1.0 / (r + 1.0)).cdf).pvalue < 0.01
+
+
+def test_conjugate_known_background_numerical_cdf():
+    a, r, n, b = 3.0, 0.4, 9, 4.0
+    m = hf2ppl.compile(conjugate_ws(n, b), priors={"s": P.Gamma(a, r)})
+    idata = hf2ppl.sample(m, chains=4, draws=2000, warmup=500, seed=1, prior=False, backend="numpyro")
+    x = _thinned(idata, "s")
+    # p(s | n) ∝ s^(a-1) e^{-r s} (s + b)^n e^{-(s + b)}
+    grid = np.linspace(0, 60, 60001)
+    logp = (a - 1) * np.log(np.clip(grid, 1e-300, None)) - r * grid + n * np.log(grid + b) - grid
+    p = np.exp(logp - logp.max())
+    cdf = integrate.cumulative_trapezoid(p, grid, initial=0.0)
+    cdf /= cdf[-1]
+    assert stats.kstest(x, lambda v: np.interp(v, grid, cdf)).pvalue > 0.01
+    # and the blackjax backend on the same model
+    idata2 = hf2ppl.sample(m, chains=4, draws=2000, warmup=500, seed=2, prior=False)
+    assert stats.kstest(_thinned(idata2, "s"), lambda v: np.interp(v, grid, cdf)).pvalue > 0.01
+
+
+def test_prior_group_matches_prior():
+    a, r = 2.0, 0.5
+    m = hf2ppl.compile(conjugate_ws(5, 0.0), priors={"s": P.Gamma(a, r)})
+    idata = hf2ppl.sample(m, chains=2, draws=1000, warmup=100, seed=0)
+    x = idata.prior.s.values.ravel()
+    assert x.size == 1000
+    assert stats.kstest(x, stats.gamma(a, scale=1 / r).cdf).pvalue > 0.01
+    lam = x  # signal yield 1, no background
+    pp = idata.prior_predictive.SR.values.ravel()
+    assert abs(pp.mean() - lam.mean()) < 4 * np.sqrt(lam.mean() + lam.var()) / np.sqrt(pp.size) * 2
+
+
+# ------------------------------------------------------------------ MAP and SVI
+def _pyhf_hesse(model, data, best):
+    """Finite-difference covariance of -2 log L from pyhf's numpy logpdf (independent of JAX)."""
+    import pyhf
+
+    pyhf.set_backend("numpy")
+
+    def nll(x):
+        return -float(model.logpdf(x, data)[0])
+
+    k = len(best)
+    H = np.zeros((k, k))
+    h = 1e-4
+    for i in range(k):
+        for j in range(k):
+            e_i, e_j = np.eye(k)[i] * h, np.eye(k)[j] * h
+            H[i, j] = (nll(best + e_i + e_j) - nll(best + e_i - e_j) - nll(best - e_i + e_j) + nll(best - e_i - e_j)) / (4 * h * h)
+    return np.linalg.inv(H)
+
+
+@pytest.mark.parametrize("name", ["2_bin_corr.json", "litehf_sample_staterror_shapesys.json"])
+def test_map_equals_pyhf_mle_in_aux_mode(name):
+    import pyhf
+
+    pyhf.set_backend("numpy")
+    spec = ws(name)
+    pws = pyhf.Workspace(spec)
+    model = pws.model()
+    data = pws.data(model)
+    best = np.asarray(pyhf.infer.mle.fit(data, model))
+    m = hf2ppl.compile(spec, constraints="aux")
+    r = hf2ppl.map_estimate(m)
+    assert r.converged
+    assert m.par_names == list(model.config.par_names)
+    np.testing.assert_allclose(r.bestfit, best, atol=2e-4, rtol=1e-3)
+    cov = _pyhf_hesse(model, data, best)
+    np.testing.assert_allclose(np.sqrt(np.diag(r.covariance)), np.sqrt(np.diag(cov)), rtol=2e-3)
+    np.testing.assert_allclose(r.logdensity, float(model.logpdf(best, data)[0]), atol=1e-6)
+
+
+def test_map_prior_mode_is_posterior_mode(corr):
+    r = hf2ppl.map_estimate(corr)
+    # brute force: the maximum of the same formulas on a grid
+    from scipy.optimize import minimize
+
+    def neg(v):
+        return -float(corr.logdensity({"mu": v[0], "correlated_bkg_uncertainty": v[1]}))
+
+    ref = minimize(neg, [1.0, 0.0], method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-12}).x
+    np.testing.assert_allclose([r["mu"], r["correlated_bkg_uncertainty"]], ref, atol=1e-4)
+    assert r.uncertainties["mu"] > 0
+
+
+@pytest.mark.parametrize("guide", ["normal", "mvn", "lowrank"])
+def test_svi_approximates_posterior(corr, guide):
+    idata = hf2ppl.svi(corr, guide=guide, steps=3000, seed=0, draws=2000)
+    assert "svi" in idata.groups() and idata.svi.loss.shape == (3000,)
+    loss = idata.svi.loss.values
+    assert loss[-200:].mean() < loss[:50].mean()
+    assert idata.posterior.mu.shape == (1, 2000)
+    spec = ws("2_bin_corr.json")
+    mu, cdf = grid_posterior_mu(spec)
+    ref_median = np.interp(0.5, cdf, mu)
+    assert abs(np.median(idata.posterior.mu.values) - ref_median) < 0.1
+    assert "posterior_predictive" in idata.groups() and "log_likelihood" in idata.groups()
+
+
+def test_aux_mode_sampling_has_proper_prior_group():
+    m = hf2ppl.compile(ws("hello_world_shapesys.json"), constraints="aux")
+    idata = hf2ppl.sample(m, chains=2, draws=200, warmup=200, seed=0)
+    assert np.all(np.isfinite(idata.prior.uncorr_bkguncrt.values))
+    assert idata.posterior.attrs["constraints"] == "aux"
+    lo, hi = m.free_parameters[0].bounds[0]
+    assert np.all((idata.prior.mu.values >= lo) & (idata.prior.mu.values <= hi))
+
+
+def test_copy_of_spec_untouched():
+    spec = ws("2_bin_corr.json")
+    before = copy.deepcopy(spec)
+    hf2ppl.sample(hf2ppl.compile(spec), chains=1, draws=20, warmup=20, prior=False)
+    assert spec == before
