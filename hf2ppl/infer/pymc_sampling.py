@@ -48,6 +48,56 @@ def _quiet(fn, *args, **kwargs):
         lg.setLevel(level)
 
 
+def _blackjax_loop_fixed(seed, init_position, logp_fn, draws, tune, target_accept, **adaptation_kwargs):
+    """pymc's ``_blackjax_inference_loop`` for blackjax >= 1.6 (pymc-devs/pymc#8367, fix in PR #8373).
+
+    pymc <= 6.2 passes ``progress_bar`` into ``blackjax.window_adaptation`` (blackjax >= 1.6 forwards it to
+    the NUTS kernel: TypeError) and calls the removed ``blackjax.progress_bar.gen_scan_fn``. Same
+    algorithm and statistics otherwise: Stan window adaptation, then ``draws`` NUTS steps in a ``lax.scan``.
+    """
+    import blackjax
+    import jax
+    import jax.numpy as jnp
+    from blackjax.adaptation.base import get_filter_adapt_info_fn
+
+    adaptation_kwargs.pop("progress_bar", None)
+    algorithm = {"nuts": blackjax.nuts, "hmc": blackjax.hmc}[adaptation_kwargs.pop("algorithm", "nuts")]
+    adapt = blackjax.window_adaptation(algorithm=algorithm, logdensity_fn=logp_fn, target_acceptance_rate=target_accept,
+                                       adaptation_info_fn=get_filter_adapt_info_fn(), **adaptation_kwargs)
+    (last_state, tuned_params), _ = adapt.run(seed, init_position, num_steps=tune)
+    kernel = algorithm(logp_fn, **tuned_params).step
+
+    def one_step(state, xs):
+        _, rng_key = xs
+        state, info = kernel(rng_key, state)
+        stats = {"diverging": info.is_divergent, "energy": info.energy, "tree_depth": info.num_trajectory_expansions,
+                 "n_steps": info.num_integration_steps, "acceptance_rate": info.acceptance_rate, "lp": state.logdensity}
+        return state, (state.position, stats)
+
+    keys = jax.random.split(seed, draws)
+    _, (samples, stats) = jax.lax.scan(one_step, last_state, (jnp.arange(draws), keys))
+    return samples, stats
+
+
+class _patched_blackjax_loop:
+    """Swap in :func:`_blackjax_loop_fixed` while ``pm.sample(nuts_sampler="blackjax")`` runs, if needed."""
+
+    def __enter__(self):
+        import blackjax
+        import pymc.sampling.jax as pj
+
+        self.orig = pj._blackjax_inference_loop
+        if not hasattr(blackjax.progress_bar, "gen_scan_fn"):  # blackjax >= 1.6: pymc's loop is broken
+            pj._blackjax_inference_loop = _blackjax_loop_fixed
+        return self
+
+    def __exit__(self, *exc):
+        import pymc.sampling.jax as pj
+
+        pj._blackjax_inference_loop = self.orig
+        return False
+
+
 def _sampler_kwargs(nuts_sampler: str, chains: int, opts: dict[str, Any]) -> dict[str, Any]:
     """Translate hf2ppl's kernel options to ``pm.sample`` keywords for ``nuts_sampler``."""
     kw: dict[str, Any] = {}
@@ -145,7 +195,10 @@ def sample_pymc(
     names = [p.name for p in model.free_parameters]
     sites = model.channel_sites
     t0 = time.perf_counter()
-    with pmodel:
+    import contextlib
+
+    patch = _patched_blackjax_loop() if nuts_sampler == "blackjax" else contextlib.nullcontext()
+    with pmodel, patch:
         post = _quiet(pm.sample, draws=int(draws), tune=int(warmup), chains=int(chains), random_seed=seed,
                       nuts_sampler=nuts_sampler, progressbar=progress, compute_convergence_checks=False,
                       idata_kwargs={"log_likelihood": False}, **kw)
