@@ -48,12 +48,16 @@ def poisson_logp(value, lam):
 
 
 def poisson_dist(lam, size):
-    """Random graph of the observed Poisson terms: ``pm.Poisson`` draws cast to float."""
+    """Random graph of the observed Poisson terms: ``pm.Poisson`` draws cast to float.
+
+    A negative expected count (possible far in the tails, e.g. linear histosys extrapolation under a
+    flat prior) draws 0; the log density is unaffected.
+    """
     import pymc as pm
     import pytensor
     import pytensor.tensor as pt
 
-    return pt.cast(pm.Poisson.dist(lam, size=size), pytensor.config.floatX)
+    return pt.cast(pm.Poisson.dist(pt.maximum(lam, 0.0), size=size), pytensor.config.floatX)
 
 
 def _f(x, dtype: str = "float64") -> np.ndarray:
