@@ -251,8 +251,8 @@ def test_model_to_graphviz_renders():
 def test_graph_is_native_pytensor():
     """No black-box Op: every Apply node in the logp graph is a PyTensor/PyMC op, none wraps Python callbacks."""
     from pytensor.compile.ops import FromFunctionOp
-    from pytensor.graph.traversal import ancestors
     from pytensor.graph.op import Op
+    from pytensor.graph.traversal import ancestors
 
     m = hf2ppl.compile(str(WORKSPACES / "all_modifiers_2channel.json"), target="pymc", constraints="aux")
     lp = m.model.logp()
