@@ -66,6 +66,7 @@ class Tensors:
         self.histosys_hi = ir.histosys_hi.astype(f)
         self.histosys_lo = ir.histosys_lo.astype(f)
         self.histosys_code = ir.histosys_code
+        self.bin_channel = ir.bin_channel
         self.normal_idx = ir.normal_idx
         self.normal_auxpos = ir.normal_auxpos
         self.normal_sigma = ir.normal_sigma.astype(f)
@@ -102,7 +103,7 @@ def expected_rates(xp, T: Tensors, theta, nominal=None):
     if T.normsys_idx.shape[0]:
         alpha = ext[T.normsys_idx]
         f = normsys_factor(xp, T.normsys_code, alpha, T.normsys_lo, T.normsys_hi, T.normsys_coef)
-        rates = rates * xp.prod(f, axis=0)
+        rates = rates * xp.prod(f, axis=0)[:, T.bin_channel]  # (S, C) -> (S, B)
     if T.factor_idx.shape[0]:
         rates = rates * xp.prod(ext[T.factor_idx], axis=0)
     return rates

@@ -13,8 +13,10 @@ with channels sorted by name, as pyhf does; ``P`` parameters in pyhf's order):
 * ``factor_idx[k, s, b]``: index into ``theta_ext`` of the k-th multiplicative
   factor (normfactor, lumi, shapefactor, shapesys, staterror) acting on
   sample ``s`` in bin ``b``; unused slots point at the constant 1.
-* ``normsys_idx/hi/lo[k, s, b]``: the k-th normsys acting on the cell
-  (neutral slots: alpha index P, hi = lo = 1).
+* ``normsys_idx/hi/lo[k, s, c]``: the k-th normsys acting on sample ``s`` in
+  channel ``c`` (a normsys is constant over a channel's bins, so it is
+  interpolated per channel and broadcast to bins with ``bin_channel``;
+  neutral slots: alpha index P, hi = lo = 1).
 * ``histosys_idx/hi/lo[k, s, b]``: likewise for histosys (neutral: alpha 0, hi = lo = nominal).
 """
 
@@ -120,7 +122,7 @@ class ModelIR:
     poi_name: str | None
     nominal: np.ndarray  # (S, B)
     factor_idx: np.ndarray  # (Kf, S, B) int
-    normsys_idx: np.ndarray  # (Kn, S, B) int
+    normsys_idx: np.ndarray  # (Kn, S, C) int
     normsys_hi: np.ndarray
     normsys_lo: np.ndarray
     normsys_code: str
@@ -128,6 +130,7 @@ class ModelIR:
     histosys_hi: np.ndarray
     histosys_lo: np.ndarray
     histosys_code: str
+    bin_channel: np.ndarray  # (B,) channel index of each bin
     normal_idx: np.ndarray  # (Nn,) parameter indices of normal constraints
     normal_auxpos: np.ndarray  # (Nn,) positions in the auxdata vector
     normal_sigma: np.ndarray
@@ -425,9 +428,11 @@ def build(spec: Spec) -> ModelIR:
     Kn = max((len(v) for v in ns_cells.values()), default=0)
     Kh = max((len(v) for v in hs_cells.values()), default=0)
     factor_idx = np.full((Kf, S, B), ONE, dtype=np.int32)
-    normsys_idx = np.full((Kn, S, B), ZERO, dtype=np.int32)
-    normsys_hi = np.ones((Kn, S, B))
-    normsys_lo = np.ones((Kn, S, B))
+    C = len(channel_names)
+    cidx = {c: i for i, c in enumerate(channel_names)}
+    normsys_idx = np.full((Kn, S, C), ZERO, dtype=np.int32)
+    normsys_hi = np.ones((Kn, S, C))
+    normsys_lo = np.ones((Kn, S, C))
     histosys_idx = np.full((Kh, S, B), ZERO, dtype=np.int32)
     histosys_hi = np.broadcast_to(nominal, (Kh, S, B)).copy()
     histosys_lo = histosys_hi.copy()
@@ -436,9 +441,9 @@ def build(spec: Spec) -> ModelIR:
         for k, idx in enumerate(lst):
             factor_idx[k, si, sl] = idx
     for (si, c), lst in ns_cells.items():
-        sl = slice(starts[c], starts[c] + nbins[c])
         for k, (i, hi, lo) in enumerate(lst):
-            normsys_idx[k, si, sl], normsys_hi[k, si, sl], normsys_lo[k, si, sl] = i, hi, lo
+            normsys_idx[k, si, cidx[c]], normsys_hi[k, si, cidx[c]], normsys_lo[k, si, cidx[c]] = i, hi, lo
+    bin_channel = np.concatenate([np.full(nbins[c], cidx[c], dtype=np.int32) for c in channel_names])
     for (si, c), lst in hs_cells.items():
         sl = slice(starts[c], starts[c] + nbins[c])
         for k, (i, hi, lo) in enumerate(lst):
@@ -469,6 +474,7 @@ def build(spec: Spec) -> ModelIR:
         normsys_code=spec.modifier_settings["normsys"]["interpcode"],
         histosys_idx=histosys_idx, histosys_hi=histosys_hi, histosys_lo=histosys_lo,
         histosys_code=spec.modifier_settings["histosys"]["interpcode"],
+        bin_channel=bin_channel,
         normal_idx=cat(n_idx, np.int32), normal_auxpos=cat(n_pos, np.int32), normal_sigma=cat(n_sig, float),
         poisson_idx=cat(p_idx, np.int32), poisson_auxpos=cat(p_pos, np.int32), poisson_factor=cat(p_fac, float),
         observed=observed, auxdata=np.asarray(aux, float),

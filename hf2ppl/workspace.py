@@ -240,9 +240,7 @@ def _check_semantics(ws: dict) -> None:
                         v = d[key]
                         if not isinstance(v, (int, float)) or math.isnan(v) or math.isinf(v) or v <= 0:
                             raise ModelError(f"{label} {key} is {v!r}; normsys factors must be finite and > 0", path=f"{mp}/data/{key}")
-    for oname, (oi, _) in obs.items():
-        if oname not in chan_names:
-            raise ModelError(f"observation {oname!r} has no channel of that name", path=f"/observations/{oi}/name")
+    # observations of channels that are not in the model are ignored, as pyhf does
 
 
 def _select_measurement(ws: dict, measurement: str | int | None) -> tuple[int, dict]:
