@@ -31,7 +31,8 @@ fit never unroll the iterations.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 __all__ = ["SolveResult", "make_solver"]
 
@@ -47,7 +48,6 @@ class SolveResult(NamedTuple):
 
 
 def _free_mask(x, g, lo, hi, fixed):
-    import jax.numpy as jnp
 
     at_lo = (x <= lo) & (g > 0)
     at_hi = (x >= hi) & (g < 0)
@@ -80,22 +80,26 @@ def make_solver(objective: Callable, *, maxiter: int = 200, gtol: float = 1e-9) 
     from jax import lax
 
     value_and_grad = jax.value_and_grad(objective)
-    hessian = jax.hessian(objective)
+
+    def fgh(x, *args):
+        """Value, gradient and Hessian in one trace: forward-mode JVPs (one per basis vector) of the gradient."""
+
+        def gf(y):
+            f, g = value_and_grad(y, *args)
+            return g, f
+
+        eye = jnp.eye(x.shape[0], dtype=x.dtype)
+        g, H, f = jax.vmap(lambda v: jax.jvp(gf, (x,), (v,), has_aux=True), out_axes=(None, 0, None))(eye)
+        return f, g, H
 
     def _run(x0, lo, hi, fixed, *args):
         x0 = jnp.where(fixed > 0.5, x0, jnp.clip(x0, lo, hi))  # fixed values may sit outside the bounds
-        f0, g0 = value_and_grad(x0, *args)
-        H0 = hessian(x0, *args)
         dtype = x0.dtype
-        lam0 = jnp.asarray(1e-4, dtype)
-        eye = jnp.eye(x0.shape[0], dtype=dtype)
+        P = x0.shape[0]
+        eye = jnp.eye(P, dtype=dtype)
+        inf = jnp.asarray(jnp.inf, dtype)
 
-        def cond(s):
-            x, f, g, H, lam, it, done, stall = s
-            return (~done) & (it < maxiter)
-
-        def body(s):
-            x, f, g, H, lam, it, done, stall = s
+        def propose(x, g, H, lam):
             free = _free_mask(x, g, lo, hi, fixed)
             m = free.astype(dtype)
             gF = g * m
@@ -106,34 +110,42 @@ def make_solver(objective: Callable, *, maxiter: int = 200, gtol: float = 1e-9) 
             p = jnp.linalg.solve(A, -gF) * m
             p = jnp.where(jnp.isfinite(p), p, -gF / scale)
             xn = jnp.clip(x + p, lo, hi)
-            xn = jnp.where(fixed > 0.5, x, xn)
-            st = xn - x
-            fn, gn = value_and_grad(xn, *args)
-            Hn = hessian(xn, *args)
-            pred = -(g @ st + 0.5 * st @ (H @ st))
-            ared = f - fn
-            finite = jnp.isfinite(fn) & jnp.all(jnp.isfinite(gn)) & jnp.all(jnp.isfinite(Hn))
+            return jnp.where(fixed > 0.5, x, xn)
+
+        def cond(s):
+            return (~s["done"]) & (s["it"] < maxiter)
+
+        def body(s):
+            x, f, g, H, lam, xt = s["x"], s["f"], s["g"], s["H"], s["lam"], s["xt"]
+            ft, gt, Ht = fgh(xt, *args)
+            st = xt - x
+            first = ~jnp.isfinite(f)
+            pred = jnp.where(first, 0.0, -(g @ st + 0.5 * st @ (H @ st)))
+            ared = jnp.where(first, inf, f - ft)
+            finite = jnp.isfinite(ft) & jnp.all(jnp.isfinite(gt)) & jnp.all(jnp.isfinite(Ht))
             good_model = (pred > 0) & (ared >= 1e-4 * pred)
             accept = finite & (ared > 0) & (good_model | (pred <= 0))
             rho = jnp.where(pred > 0, ared / jnp.where(pred > 0, pred, 1.0), 0.0)
             lam_new = jnp.where(accept, jnp.where(rho > 0.75, lam * 0.2, jnp.where(rho < 0.25, lam * 2.0, lam)), lam * 10.0)
-            lam_new = jnp.clip(lam_new, 1e-12, 1e16)
-            x2 = jnp.where(accept, xn, x)
-            f2 = jnp.where(accept, fn, f)
-            g2 = jnp.where(accept, gn, g)
-            H2 = jnp.where(accept, Hn, H)
+            lam_new = jnp.where(first, lam, jnp.clip(lam_new, 1e-12, 1e16))
+            x2 = jnp.where(accept, xt, x)
+            f2 = jnp.where(accept, ft, f)
+            g2 = jnp.where(accept, gt, g)
+            H2 = jnp.where(accept, Ht, H)
             pgn = _proj_grad_norm(x2, g2, lo, hi, fixed)
             tiny_step = jnp.max(jnp.abs(st)) <= 1e-14 * (1.0 + jnp.max(jnp.abs(x)))
-            stall2 = jnp.where(accept & ~tiny_step, 0, stall + 1)
-            done2 = (pgn <= gtol) | ((stall2 >= 4) & (pgn <= 1e3 * gtol))
-            return x2, f2, g2, H2, lam_new, it + 1, done2, stall2
+            stall2 = jnp.where(accept & ~tiny_step, 0, s["stall"] + 1)
+            done2 = jnp.isfinite(f2) & ((pgn <= gtol) | ((stall2 >= 4) & (pgn <= 1e3 * gtol)))
+            xt2 = propose(x2, g2, H2, lam_new)
+            return dict(x=x2, f=f2, g=g2, H=H2, lam=lam_new, xt=xt2, it=s["it"] + 1, done=done2, stall=stall2)
 
-        pg0 = _proj_grad_norm(x0, g0, lo, hi, fixed)
-        init = (x0, f0, g0, H0, lam0, jnp.asarray(0), pg0 <= gtol, jnp.asarray(0))
-        x, f, g, H, lam, it, done, stall = lax.while_loop(cond, body, init)
+        init = dict(x=x0, f=inf, g=jnp.zeros_like(x0), H=jnp.zeros((P, P), dtype), lam=jnp.asarray(1e-4, dtype), xt=x0,
+                    it=jnp.asarray(0), done=jnp.asarray(False), stall=jnp.asarray(0))
+        s = lax.while_loop(cond, body, init)
+        x, f, g = s["x"], s["f"], s["g"]
         pgn = _proj_grad_norm(x, g, lo, hi, fixed)
         ok = jnp.isfinite(f) & (pgn <= 1e3 * gtol)
-        return SolveResult(x, f, pgn, it, ok)
+        return SolveResult(x, f, pgn, s["it"], ok)
 
     @jax.custom_vjp
     def solve(x0, lo, hi, fixed, *args):
@@ -146,8 +158,7 @@ def make_solver(objective: Callable, *, maxiter: int = 200, gtol: float = 1e-9) 
     def bwd(res, ct):
         x, lo, hi, fixed, args = res
         vx = ct.x
-        g = jax.grad(objective)(x, *args)
-        H = hessian(x, *args)
+        _, g, H = fgh(x, *args)
         free = _free_mask(x, g, lo, hi, fixed)
         # components sitting on a bound stay there under small perturbations
         on_bound = (x <= lo) | (x >= hi)

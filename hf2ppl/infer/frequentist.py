@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import warnings
 import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -61,8 +62,8 @@ class FitWarning(UserWarning):
 
 
 # ====================================================================== model handling
-_ENGINES: "weakref.WeakKeyDictionary[Any, _Engine]" = weakref.WeakKeyDictionary()
-_AUX_MODELS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+_ENGINES: weakref.WeakKeyDictionary[Any, _Engine] = weakref.WeakKeyDictionary()
+_AUX_MODELS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 def _aux_model(model: Any):
@@ -79,7 +80,7 @@ def _aux_model(model: Any):
     return hf2ppl.compile(model, target="numpyro", constraints="aux")
 
 
-def _engine(model: Any) -> "_Engine":
+def _engine(model: Any) -> _Engine:
     m = _aux_model(model)
     eng = _ENGINES.get(m)
     if eng is None:
@@ -131,28 +132,94 @@ class _Engine:
             return jnp.concatenate([main, aux])
 
         self.expected_full = expected_full
-        self.fit_j = jax.jit(self.solve)
-        # batched fits: start point and fixed mask batched (profiles, impacts); data and nominal shared
-        self.fit_batch_x = jax.jit(jax.vmap(self.solve, in_axes=(0, None, None, 0, None, None)))
-        # batched over datasets (toys)
-        self.fit_batch_data = jax.jit(jax.vmap(self.solve, in_axes=(None, None, None, None, 0, None)))
+        self._expected_j = jax.jit(expected_full)
+        # ONE batched kernel for every fit: start point, fixed mask and data batched; bounds and nominal shared.
+        # Batches are padded to a few bucket sizes so that a model compiles it only a handful of times.
+        self._batch_j = jax.jit(jax.vmap(self.solve, in_axes=(0, None, None, 0, 0, None)))
         self.hess_j = jax.jit(jax.hessian(nll))
-        self.prepare_j = jax.jit(self._prepare, static_argnames=("test_stat",))
-        self.at_mu_j = jax.jit(self._at_mu, static_argnames=("test_stat",))
-        self._toy_ts_j = jax.jit(self._toy_teststats, static_argnames=("test_stat",))
 
-    # ------------------------------------------------------------ pure kernels
-    def _prepare(self, data, nominal, x0, lo, hi, fixed, test_stat="qtilde"):
-        """The μ-independent fits: free fit to data, Asimov data (and its fit), free fit to Asimov."""
+    # ------------------------------------------------------------ batched fits (numpy in, numpy out)
+    @staticmethod
+    def bucket(n: int) -> int:
+        if n <= 4:
+            return 4
+        if n <= 16:
+            return 16
+        return 1 << (n - 1).bit_length()
+
+    def solve_many(self, X0: np.ndarray, lo: np.ndarray, hi: np.ndarray, F: np.ndarray, D: np.ndarray) -> dict:
+        """Fit ``n`` problems (rows of X0, F, D) in one vmapped call; returns numpy arrays with leading axis n."""
+        X0 = np.atleast_2d(np.asarray(X0, float))
+        n = X0.shape[0]
+        F = np.broadcast_to(np.asarray(F, float), (n, self.P))
+        D = np.broadcast_to(np.asarray(D, float), (n, self.B + self.A))
+        size = self.bucket(n)
+        if size > n:
+            pad = [0] * (size - n)
+            X0 = np.concatenate([X0, X0[pad]])
+            F = np.concatenate([F, F[pad]])
+            D = np.concatenate([D, D[pad]])
+        r = self._batch_j(*_jnp(X0, lo, hi, F, D), self.nominal)
+        return {k: np.asarray(getattr(r, k))[:n] for k in ("x", "fun", "grad_norm", "niter", "converged")}
+
+    def expected(self, x: np.ndarray) -> np.ndarray:
+        """Expected data (main + aux, pyhf layout) at flat parameters ``x``."""
+        return np.asarray(self._expected_j(_jnp(x)[0], self.nominal))
+
+    @staticmethod
+    def tstat_np(mu, fixed_fun, free_fun, muhat, test_stat: str) -> np.ndarray:
+        t = np.clip(2.0 * (np.asarray(fixed_fun) - np.asarray(free_fun)), 0.0, None)
+        if test_stat in ("q", "qtilde"):
+            return np.where(muhat > mu, 0.0, t)
+        if test_stat == "q0":
+            return np.where(muhat < 0.0, 0.0, t)
+        return t
+
+    def prepare(self, d: np.ndarray, opts: tuple, test_stat: str) -> dict:
+        """The μ-independent fits: free fit to data, the Asimov data (fixed-POI fit at μ=0, or 1 for q0),
+        and the free fit to the Asimov data."""
+        x0, lo, hi, fx = opts
         poi = self.poi
-        free = self.solve(x0, lo, hi, fixed, data, nominal)
-        amu = 1.0 if test_stat == "q0" else 0.0
-        fpoi = fixed.at[poi].set(1.0)
-        asim = self.solve(x0.at[poi].set(amu), lo, hi, fpoi, data, nominal)
-        asimov = self.expected_full(asim.x, nominal)
-        freeA = self.solve(x0, lo, hi, fixed, asimov, nominal)
-        return free, asim, asimov, freeA
+        xa, fa = x0.copy(), fx.astype(float)
+        xa[poi], fa[poi] = (1.0 if test_stat == "q0" else 0.0), 1.0
+        r1 = self.solve_many(np.stack([x0, xa]), lo, hi, np.stack([fx.astype(float), fa]), d)
+        asimov = self.expected(r1["x"][1])
+        r2 = self.solve_many(x0[None], lo, hi, fx.astype(float)[None], asimov)
+        return dict(free_fun=r1["fun"][0], free_x=r1["x"][0], asimov=asimov, asimov_pars=r1["x"][1],
+                    freeA_fun=r2["fun"][0], freeA_x=r2["x"][0],
+                    converged=bool(np.all(r1["converged"]) and np.all(r2["converged"])))
 
+    def at_mu(self, mus: np.ndarray, prep: dict, d: np.ndarray, opts: tuple, test_stat: str) -> dict:
+        """Asymptotic p-values at each μ (two fixed-POI fits per μ, all in one vmapped call)."""
+        from scipy.stats import norm
+
+        x0, lo, hi, fx = opts
+        poi = self.poi
+        mus = np.asarray(mus, float)
+        n = mus.size
+        X = np.repeat(x0[None], 2 * n, axis=0)
+        X[:, poi] = np.concatenate([mus, mus])
+        F = np.repeat(fx.astype(float)[None], 2 * n, axis=0)
+        F[:, poi] = 1.0
+        D = np.concatenate([np.repeat(d[None], n, axis=0), np.repeat(prep["asimov"][None], n, axis=0)])
+        r = self.solve_many(X, lo, hi, F, D)
+        q = self.tstat_np(mus, r["fun"][:n], prep["free_fun"], prep["free_x"][poi], test_stat)
+        qA = self.tstat_np(mus, r["fun"][n:], prep["freeA_fun"], prep["freeA_x"][poi], test_stat)
+        sq, sqA = np.sqrt(q), np.sqrt(qA)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if test_stat == "qtilde":
+                ts = np.where(sq <= sqA, sq - sqA, (q - qA) / (2.0 * sqA))
+            else:
+                ts = sq - sqA
+            clsb, clb = norm.cdf(-(ts + sqA)), norm.cdf(-ts)
+            nsig = np.asarray(_EXPECTED_NSIGMA)
+            clsb_e = norm.cdf(-(nsig[None, :] + sqA[:, None]))
+            clb_e = np.broadcast_to(norm.cdf(-nsig), clsb_e.shape)
+            return dict(q=q, qA=qA, ts=ts, clsb=clsb, clb=clb, cls=clsb / clb, clsb_exp=clsb_e, clb_exp=clb_e,
+                        cls_exp=clsb_e / clb_e, fixed_fit=r["x"][:n], fixed_fit_asimov=r["x"][n:],
+                        converged=r["converged"][:n] & r["converged"][n:] & prep["converged"])
+
+    # ------------------------------------------------------------ pure JAX (differentiable) version
     def _tstat(self, mu, fixed_fit, free_fit, test_stat):
         import jax.numpy as jnp
 
@@ -164,15 +231,18 @@ class _Engine:
             return jnp.where(muhat < 0.0, 0.0, t)
         return t  # tmu, tmu_tilde
 
-    def _at_mu(self, mus, prep, data, nominal, x0, lo, hi, fixed, test_stat="qtilde"):
-        """Asymptotic p-values at each μ of ``mus`` (vmapped; 2 fixed-POI fits per μ)."""
+    def asymptotics(self, mus, data, nominal, x0, lo, hi, fixed, test_stat="qtilde"):
+        """Pure, jit-able and differentiable (implicit VJP of every fit) asymptotic CLs at each μ."""
         import jax
         import jax.numpy as jnp
         from jax.scipy.stats import norm
 
-        free, asim, asimov, freeA = prep
         poi = self.poi
+        free = self.solve(x0, lo, hi, fixed, data, nominal)
         fpoi = fixed.at[poi].set(1.0)
+        asim = self.solve(x0.at[poi].set(1.0 if test_stat == "q0" else 0.0), lo, hi, fpoi, data, nominal)
+        asimov = self.expected_full(asim.x, nominal)
+        freeA = self.solve(x0, lo, hi, fixed, asimov, nominal)
 
         def one(mu):
             xm = x0.at[poi].set(mu)
@@ -183,44 +253,15 @@ class _Engine:
             sq = jnp.sqrt(jnp.where(q > 0, q, 1.0)) * (q > 0)
             sqA = jnp.sqrt(jnp.where(qA > 0, qA, 1.0)) * (qA > 0)
             if test_stat == "qtilde":
-                alt = (q - qA) / (2.0 * sqA)
-                ts = jnp.where(sq <= sqA, sq - sqA, alt)
+                ts = jnp.where(sq <= sqA, sq - sqA, (q - qA) / (2.0 * jnp.where(sqA > 0, sqA, 1.0)))
             else:
                 ts = sq - sqA
-            clsb = norm.cdf(-(ts + sqA))
-            clb = norm.cdf(-ts)
             n = jnp.asarray(_EXPECTED_NSIGMA, dtype=sqA.dtype)
             clsb_e = norm.cdf(-(n + sqA))
-            clb_e = norm.cdf(-n)
-            conv = fd.converged & fa.converged
-            return dict(
-                q=q, qA=qA, ts=ts, clsb=clsb, clb=clb, cls=clsb / clb,
-                clsb_exp=clsb_e, clb_exp=clb_e, cls_exp=clsb_e / clb_e, converged=conv,
-                fixed_fit=fd.x, fixed_fit_asimov=fa.x,
-            )
+            clsb, clb = norm.cdf(-(ts + sqA)), norm.cdf(-ts)
+            return dict(q=q, qA=qA, clsb=clsb, clb=clb, cls=clsb / clb, clsb_exp=clsb_e, cls_exp=clsb_e / norm.cdf(-n))
 
-        out = jax.vmap(one)(mus)
-        out["converged"] = out["converged"] & free.converged & asim.converged & freeA.converged
-        return out
-
-    def asymptotics(self, mus, data, nominal, x0, lo, hi, fixed, test_stat="qtilde"):
-        """Pure, differentiable: prepare + at_mu (used by the *_fn factories)."""
-        prep = self._prepare(data, nominal, x0, lo, hi, fixed, test_stat)
-        return self._at_mu(mus, prep, data, nominal, x0, lo, hi, fixed, test_stat)
-
-    def _toy_teststats(self, mu, toys, nominal, x0, lo, hi, fixed, test_stat="qtilde"):
-        import jax
-
-        poi = self.poi
-        fpoi = fixed.at[poi].set(1.0)
-        xm = x0.at[poi].set(mu)
-
-        def one(d):
-            free = self.solve(x0, lo, hi, fixed, d, nominal)
-            fd = self.solve(xm, lo, hi, fpoi, d, nominal)
-            return self._tstat(mu, fd, free, test_stat), free.converged & fd.converged
-
-        return jax.vmap(one)(toys)
+        return jax.vmap(one)(mus)
 
     # ------------------------------------------------------------ argument handling
     def data(self, data: Any) -> np.ndarray:
@@ -405,15 +446,19 @@ def fit(model: Any, data: Any = None, *, fixed: Any = None, init: Any = None, bo
     eng = _engine(model)
     x0, lo, hi, fx = eng.setup(init, bounds, fixed)
     d = eng.data(data)
-    r = eng.fit_j(*_jnp(x0, lo, hi, fx.astype(float), d), eng.nominal)
-    x = np.asarray(r.x)
-    nll = float(r.fun)
+    r = eng.solve_many(x0[None], lo, hi, fx.astype(float)[None], d)
+    return _fit_result(eng, r, 0, d, fx)
+
+
+def _fit_result(eng: _Engine, r: dict, i: int, d: np.ndarray, fx: np.ndarray) -> FitResult:
+    x = r["x"][i]
+    nll = float(r["fun"][i])
     if not np.isfinite(nll) or not np.all(np.isfinite(x)):
         raise FitError(f"fit ended at a non-finite NLL ({nll}); check the data and the start point")
     H = np.asarray(eng.hess_j(*_jnp(x, d), eng.nominal))
     cov, corr = _covariance(H, fx)
-    ok = _check(r.converged, "fit")
-    return FitResult(list(eng.m.par_names), x, nll, cov, corr, ok, int(r.niter), float(r.grad_norm), fx, H)
+    ok = _check(r["converged"][i], "fit")
+    return FitResult(list(eng.m.par_names), x, nll, cov, corr, ok, int(r["niter"][i]), float(r["grad_norm"][i]), fx, H)
 
 
 # ====================================================================== profile
@@ -454,18 +499,19 @@ def profile(model: Any, poi_values: Sequence[float] | np.ndarray, data: Any = No
     mus = np.atleast_1d(np.asarray(poi_values, float))
     if mus.ndim != 1:
         raise ParameterError(f"poi_values must be a 1-d sequence, got shape {mus.shape}")
-    g = fit(model, data, fixed=fixed, init=init, bounds=bounds)
     x0, lo, hi, fx = eng.setup(init, bounds, fixed)
     d = eng.data(data)
-    X0 = np.repeat(x0[None], mus.size, axis=0)
-    X0[:, poi] = mus
-    F = np.repeat(fx[None].astype(float), mus.size, axis=0)
-    F[:, poi] = 1.0
-    r = eng.fit_batch_x(*_jnp(X0, lo, hi, F, d), eng.nominal)
-    nll = np.asarray(r.fun)
-    ok = np.asarray(r.converged)
+    n = mus.size
+    X0 = np.repeat(x0[None], n + 1, axis=0)
+    X0[1:, poi] = mus
+    F = np.repeat(fx[None].astype(float), n + 1, axis=0)
+    F[1:, poi] = 1.0
+    r = eng.solve_many(X0, lo, hi, F, d)  # the global fit and every grid point in one call
+    g = _fit_result(eng, r, 0, d, fx)
+    nll = r["fun"][1:]
+    ok = r["converged"][1:]
     _check(ok, "profile")
-    return ProfileResult(mus, 2.0 * (nll - g.nll), nll, np.asarray(r.x), g, ok, list(eng.m.par_names))
+    return ProfileResult(mus, 2.0 * (nll - g.nll), nll, r["x"][1:], g, ok, list(eng.m.par_names))
 
 
 # ====================================================================== test statistics
@@ -485,13 +531,11 @@ def test_statistic(model: Any, poi_value: float, data: Any = None, *, test_stat:
     mu = 0.0 if test_stat == "q0" else float(poi_value)
     x0, lo, hi, fx = eng.setup(init, bounds, fixed)
     d = eng.data(data)
-    args = _jnp(x0, lo, hi, fx.astype(float), d)
-    free = eng.fit_j(*args, eng.nominal)
     xm, fm = x0.copy(), fx.astype(float)
     xm[poi], fm[poi] = mu, 1.0
-    fd = eng.fit_j(*_jnp(xm, lo, hi, fm, d), eng.nominal)
-    _check(np.asarray(free.converged) & np.asarray(fd.converged), "test_statistic")
-    return np.asarray(eng._tstat(mu, fd, free, test_stat))
+    r = eng.solve_many(np.stack([x0, xm]), lo, hi, np.stack([fx.astype(float), fm]), d)
+    _check(r["converged"], "test_statistic")
+    return np.asarray(eng.tstat_np(mu, r["fun"][1], r["fun"][0], r["x"][0][poi], test_stat))
 
 
 def asimov_data(model: Any, poi_value: float, data: Any = None, *, return_fitted_pars: bool = False, init: Any = None, bounds: Any = None, fixed: Any = None):
@@ -507,10 +551,10 @@ def asimov_data(model: Any, poi_value: float, data: Any = None, *, return_fitted
     x0[poi] = poi_value
     fm = fx.astype(float)
     fm[poi] = 1.0
-    r = eng.fit_j(*_jnp(x0, lo, hi, fm, eng.data(data)), eng.nominal)
-    _check(r.converged, "asimov_data")
-    a = np.asarray(eng.expected_full(r.x, eng.nominal))
-    return (a, np.asarray(r.x)) if return_fitted_pars else a
+    r = eng.solve_many(x0[None], lo, hi, fm[None], eng.data(data))
+    _check(r["converged"], "asimov_data")
+    a = eng.expected(r["x"][0])
+    return (a, r["x"][0]) if return_fitted_pars else a
 
 
 def _check_test_stat(test_stat: str, allowed: Sequence[str] = TEST_STATS) -> None:
@@ -520,44 +564,35 @@ def _check_test_stat(test_stat: str, allowed: Sequence[str] = TEST_STATS) -> Non
 
 # ====================================================================== hypotest
 def _asymptotic_results(eng: _Engine, mus: np.ndarray, d: np.ndarray, opts: tuple, test_stat: str) -> dict:
-    x0, lo, hi, fx = opts
-    args = _jnp(d) + (eng.nominal,) + _jnp(x0, lo, hi, fx.astype(float))
-    prep = eng.prepare_j(*args, test_stat=test_stat)
-    out = eng.at_mu_j(_jnp(mus)[0], prep, *args, test_stat=test_stat)
-    return {k: np.asarray(v) for k, v in out.items()}
+    prep = eng.prepare(d, opts, test_stat)
+    return eng.at_mu(mus, prep, d, opts, test_stat)
 
 
 def _toy_results(eng: _Engine, mu: float, d: np.ndarray, opts: tuple, test_stat: str, ntoys: int, seed: int) -> dict:
     import jax
-    import jax.numpy as jnp
 
     x0, lo, hi, fx = opts
     poi = eng.poi
-    nom = eng.nominal
-    fm = fx.astype(float)
+    f0 = fx.astype(float)
+    fm = f0.copy()
     fm[poi] = 1.0
-    dj = _jnp(d)[0]
-
-    def fixed_fit(val):
-        xm = x0.copy()
-        xm[poi] = val
-        return eng.fit_j(*_jnp(xm, lo, hi, fm), dj, nom)
-
-    sig = fixed_fit(mu)
-    bkg = fixed_fit(1.0 if test_stat == "q0" else 0.0)
+    xs, xb = x0.copy(), x0.copy()
+    xs[poi], xb[poi] = mu, (1.0 if test_stat == "q0" else 0.0)
+    # observed: free fit and fixed-POI fit; the toy-generating fits at mu and at the background hypothesis
+    r0 = eng.solve_many(np.stack([x0, xs, xb]), lo, hi, np.stack([f0, fm, fm]), d)
+    t_obs = float(eng.tstat_np(mu, r0["fun"][1], r0["fun"][0], r0["x"][0][poi], test_stat))
     key_s, key_b = jax.random.split(jax.random.PRNGKey(seed))
-    toys_s = _sample_toys(eng, key_s, sig.x, ntoys)
-    toys_b = _sample_toys(eng, key_b, bkg.x, ntoys)
-    args = _jnp(x0, lo, hi, fx.astype(float))
-    obs_fits = _asymptotic_like_obs(eng, mu, dj, args, test_stat)
-    ts_s, ok_s = eng._toy_ts_j(jnp.asarray(mu, float), toys_s, nom, *args, test_stat=test_stat)
-    ts_b, ok_b = eng._toy_ts_j(jnp.asarray(mu, float), toys_b, nom, *args, test_stat=test_stat)
-    ts_s, ts_b = np.asarray(ts_s), np.asarray(ts_b)
-    t_obs = float(obs_fits)
+    toys = np.concatenate([_sample_toys(eng, key_s, r0["x"][1], ntoys), _sample_toys(eng, key_b, r0["x"][2], ntoys)])
+    n = toys.shape[0]
+    X = np.concatenate([np.repeat(x0[None], n, axis=0), np.repeat(xs[None], n, axis=0)])
+    F = np.concatenate([np.repeat(f0[None], n, axis=0), np.repeat(fm[None], n, axis=0)])
+    r = eng.solve_many(X, lo, hi, F, np.concatenate([toys, toys]))  # every toy fit in one vmapped call
+    ts = eng.tstat_np(mu, r["fun"][n:], r["fun"][:n], r["x"][:n, poi], test_stat)
+    ts_s, ts_b = ts[:ntoys], ts[ntoys:]
 
     def pv(samples_sorted, value):
-        n = samples_sorted.shape[0]
-        return (n - np.searchsorted(samples_sorted, value, side="left")) / n
+        k = samples_sorted.shape[0]
+        return (k - np.searchsorted(samples_sorted, value, side="left")) / k
 
     ss, sb = np.sort(ts_s), np.sort(ts_b)
     clsb, clb = pv(ss, t_obs), pv(sb, t_obs)
@@ -567,21 +602,12 @@ def _toy_results(eng: _Engine, mu: float, d: np.ndarray, opts: tuple, test_stat:
         pe_s = pe_sb / pe_b
         band = np.percentile(np.stack([pe_sb, pe_b, pe_s], axis=1), _TOY_PERCENTILES, axis=0)  # (5, 3)
         cls = clsb / clb
-    conv = bool(np.all(np.asarray(ok_s)) & np.all(np.asarray(ok_b)) & np.asarray(sig.converged) & np.asarray(bkg.converged))
+    conv = bool(np.all(r["converged"]) and np.all(r0["converged"]))
     return dict(
         ts=np.asarray([t_obs]), clsb=np.asarray([clsb]), clb=np.asarray([clb]), cls=np.asarray([cls]),
         clsb_exp=band[None, :, 0], clb_exp=band[None, :, 1], cls_exp=band[None, :, 2], converged=np.asarray([conv]),
         toys_sb=ts_s, toys_b=ts_b,
     )
-
-
-def _asymptotic_like_obs(eng: _Engine, mu: float, dj, args, test_stat: str):
-    x0, lo, hi, fx = args
-    poi = eng.poi
-    free = eng.fit_j(x0, lo, hi, fx, dj, eng.nominal)
-    fd = eng.fit_j(x0.at[poi].set(mu), lo, hi, fx.at[poi].set(1.0), dj, eng.nominal)
-    _check(np.asarray(free.converged) & np.asarray(fd.converged), "hypotest (toys, observed)")
-    return eng._tstat(mu, fd, free, test_stat)
 
 
 def _sample_toys(eng: _Engine, key, x, ntoys: int):
@@ -591,11 +617,11 @@ def _sample_toys(eng: _Engine, key, x, ntoys: int):
     import jax.numpy as jnp
 
     ir = eng.m.ir
-    lam = eng.expected_full(x, eng.nominal)
+    lam = eng._expected_j(_jnp(x)[0], eng.nominal)
     k1, k2, k3 = jax.random.split(key, 3)
     main = jax.random.poisson(k1, lam[: eng.B], shape=(ntoys, eng.B)).astype(lam.dtype)
     if not eng.A:
-        return main
+        return np.asarray(main)
     aux = jnp.zeros((ntoys, eng.A), dtype=lam.dtype)
     if ir.normal_idx.shape[0]:
         sig = jnp.asarray(ir.normal_sigma, dtype=lam.dtype)
@@ -604,7 +630,7 @@ def _sample_toys(eng: _Engine, key, x, ntoys: int):
     if ir.poisson_idx.shape[0]:
         rate = lam[eng.B:][ir.poisson_auxpos]
         aux = aux.at[:, ir.poisson_auxpos].set(jax.random.poisson(k3, rate, shape=(ntoys, rate.shape[0])).astype(lam.dtype))
-    return jnp.concatenate([main, aux], axis=1)
+    return np.asarray(jnp.concatenate([main, aux], axis=1))
 
 
 def hypotest(
@@ -711,15 +737,14 @@ def upper_limit(
     poi = eng.need_poi("upper_limit")
     opts = eng.setup(init, bounds, fixed)
     d = eng.data(data)
-    args = _jnp(d) + (eng.nominal,) + _jnp(opts[0], opts[1], opts[2], opts[3].astype(float))
-    prep = eng.prepare_j(*args, test_stat=test_stat)
+    prep = eng.prepare(d, opts, test_stat)
     seen_mu: list[np.ndarray] = []
     seen_v: list[np.ndarray] = []
     conv = [True]
 
     def curves(mus: np.ndarray) -> np.ndarray:
         """(n, 6) CLs values: observed then the 5 expected."""
-        out = eng.at_mu_j(_jnp(np.asarray(mus, float))[0], prep, *args, test_stat=test_stat)
+        out = eng.at_mu(np.asarray(mus, float), prep, d, opts, test_stat)
         v = np.concatenate([np.asarray(out["cls"])[:, None], np.asarray(out["cls_exp"])], axis=1)
         conv[0] &= bool(np.all(np.asarray(out["converged"])))
         seen_mu.append(np.asarray(mus, float))
@@ -744,59 +769,51 @@ def upper_limit(
 
 
 def _root_limits(curves, lo: float, hi: float, level: float, rtol: float, maxiter: int = 100) -> list[float]:
-    """Six roots of curves(mu) - level: bracket like pyhf's toms748_scan, then vectorised Illinois."""
-    f_lo = curves(np.array([lo]))[0] - level
+    """Six roots of ``curves(mu) - level``: bracket as pyhf's ``toms748_scan`` (halve the lower / double the
+    upper bound until every curve is bracketed), then a vectorised Illinois (modified regula falsi)
+    iteration on all six curves, evaluating two μ values per call (one small compiled batch)."""
+
+    def ev(mus: np.ndarray) -> np.ndarray:
+        mus = np.asarray(mus, float)
+        return np.concatenate([curves(mus[i:i + 2]) for i in range(0, mus.size, 2)]) - level
+
+    f_lo = ev(np.array([lo]))[0]
     it = 0
     while np.any(f_lo < 0) and it < 60:
-        lo = lo / 2 if lo != 0 else -1e-3  # pragma: no cover - CLs(lower bound) < level is unusual
-        f_lo = curves(np.array([lo]))[0] - level
+        lo = lo / 2 if lo > 0 else lo - 1e-3
+        f_lo = ev(np.array([lo]))[0]
         it += 1
-    f_hi = curves(np.array([hi]))[0] - level
+    f_hi = ev(np.array([hi]))[0]
     it = 0
     while np.any(f_hi > 0) and it < 60:
         hi *= 2
-        f_hi = curves(np.array([hi]))[0] - level
+        f_hi = ev(np.array([hi]))[0]
         it += 1
-    # a coarse grid tightens every bracket in one vmapped call
-    grid = np.linspace(lo, hi, 17)[1:-1]
-    fg = curves(grid) - level
-    xs = np.concatenate([[lo], grid, [hi]])
-    fs = np.concatenate([f_lo[None], fg, f_hi[None]])
-    a = np.empty(6)
-    b = np.empty(6)
-    fa = np.empty(6)
-    fb = np.empty(6)
-    for i in range(6):
-        pos = np.flatnonzero(fs[:, i] >= 0)
-        neg = np.flatnonzero(fs[:, i] < 0)
-        j = pos.max() if pos.size else 0
-        k = neg[neg > j].min() if np.any(neg > j) else len(xs) - 1
-        a[i], b[i], fa[i], fb[i] = xs[j], xs[k], fs[j, i], fs[k, i]
+    a, b = np.full(6, lo), np.full(6, hi)
+    fa, fb = f_lo.copy(), f_hi.copy()
     side = np.zeros(6)
     for _ in range(maxiter):
-        width = np.abs(b - a)
-        done = (width <= rtol * np.maximum(np.abs(a), np.abs(b)) + 1e-14) | (fa == 0) | (fb == 0)
+        done = (np.abs(b - a) <= rtol * np.maximum(np.abs(a), np.abs(b)) + 1e-14) | (fa == 0) | (fb == 0)
         if np.all(done):
             break
         with np.errstate(divide="ignore", invalid="ignore"):
             c = (a * fb - b * fa) / (fb - fa)
         c = np.where(np.isfinite(c) & (c > np.minimum(a, b)) & (c < np.maximum(a, b)), c, 0.5 * (a + b))
-        c = np.where(done, a, c)
-        fc = curves(c)[np.arange(6), np.arange(6)] - level
-        for i in range(6):
-            if done[i]:
-                continue
-            if fc[i] * fb[i] < 0:
+        todo = np.flatnonzero(~done)
+        fc_all = ev(c[todo])
+        for j, i in enumerate(todo):
+            fc = fc_all[j, i]
+            if fc * fb[i] < 0:
                 a[i], fa[i] = b[i], fb[i]
-                b[i], fb[i] = c[i], fc[i]
+                b[i], fb[i] = c[i], fc
                 side[i] = 0
             else:
-                b[i], fb[i] = c[i], fc[i]
+                b[i], fb[i] = c[i], fc
                 if side[i] == -1:
                     fa[i] *= 0.5
                 side[i] = -1
     with np.errstate(divide="ignore", invalid="ignore"):
-        root = np.where(fa == 0, a, np.where(fb == 0, b, (a * fb - b * fa) / (fb - fa)))
+        root = np.where(fb == 0, b, np.where(fa == 0, a, (a * fb - b * fa) / (fb - fa)))
     root = np.where(np.isfinite(root), root, 0.5 * (a + b))
     return [float(r) for r in root]
 
@@ -986,9 +1003,9 @@ def impacts(model: Any, data: Any = None, *, fit_result: FitResult | None = None
     for k, (i, v) in enumerate(shifts):
         X0[k, i] = v
         F[k, i] = 1.0
-    out = eng.fit_batch_x(*_jnp(X0, lo, hi, F, d), eng.nominal)
-    mus = np.asarray(out.x)[:, poi].reshape(len(npar), 4) - mu_hat
-    ok = _check(out.converged, "impacts")
+    out = eng.solve_many(X0, lo, hi, F, d)
+    mus = out["x"][:, poi].reshape(len(npar), 4) - mu_hat
+    ok = _check(out["converged"], "impacts")
     zero = (w[npar] == 0)
     mus[zero, 0:2] = 0.0
     order = np.argsort(-np.max(np.abs(mus[:, 2:]), axis=1), kind="stable")
