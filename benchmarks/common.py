@@ -79,3 +79,53 @@ def nbin_workspace(n: int, seed: int = 0) -> dict:
 
 def shared_workspaces() -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(WORKSPACES.glob("*.json"))}
+
+
+def analysis_workspace(nbins: int = 37, npars: int = 132, nchannels: int = 8, nsamples: int = 6, seed: int = 1) -> dict:
+    """An analysis-like workspace: several channels and samples, a signal normfactor, background
+    normfactors, many normsys and histosys shared across samples and channels, and staterror per
+    channel. With the defaults: 37 bins and 132 parameters, the size of the real workspace quoted
+    in the issues."""
+    rng = np.random.default_rng(seed)
+    sizes = np.full(nchannels, nbins // nchannels)
+    sizes[: nbins - sizes.sum()] += 1
+    n_stat = nbins  # one staterror parameter per bin
+    n_norm = 3  # mu + two background normfactors
+    n_sys = npars - n_stat - n_norm
+    assert n_sys > 0, "npars too small for this many bins"
+    n_hist = n_sys // 3
+    systs = [("histosys", f"hs_{i}") for i in range(n_hist)] + [("normsys", f"ns_{i}") for i in range(n_sys - n_hist)]
+    samples = ["signal"] + [f"bkg_{i}" for i in range(nsamples - 1)]
+    channels, observations = [], []
+    for ci, nb in enumerate(sizes):
+        cname = f"ch_{ci}"
+        ch_samples = []
+        total = np.zeros(nb)
+        for si, sname in enumerate(samples):
+            scale = 5.0 if sname == "signal" else rng.uniform(10, 100)
+            nom = rng.uniform(0.5, 1.5, nb) * scale
+            total += nom
+            mods = []
+            if sname == "signal":
+                mods.append({"name": "mu", "type": "normfactor", "data": None})
+            elif si <= 2:
+                mods.append({"name": f"k_{sname}", "type": "normfactor", "data": None})
+            for mtype, name in systs:
+                if rng.uniform() > 0.5:
+                    continue
+                if mtype == "normsys":
+                    d = rng.uniform(0.01, 0.15)
+                    mods.append({"name": name, "type": "normsys", "data": {"hi": 1 + d, "lo": 1 - d * rng.uniform(0.5, 1.5)}})
+                else:
+                    r = rng.uniform(0.01, 0.1, nb)
+                    mods.append({"name": name, "type": "histosys", "data": {"hi_data": (nom * (1 + r)).tolist(), "lo_data": (nom * (1 - r)).tolist()}})
+            mods.append({"name": f"staterror_{cname}", "type": "staterror", "data": (nom * rng.uniform(0.01, 0.1, nb)).tolist()})
+            ch_samples.append({"name": sname, "data": nom.tolist(), "modifiers": mods})
+        channels.append({"name": cname, "samples": ch_samples})
+        observations.append({"name": cname, "data": rng.poisson(total).astype(float).tolist()})
+    return {
+        "channels": channels,
+        "observations": observations,
+        "measurements": [{"name": "meas", "config": {"poi": "mu", "parameters": []}}],
+        "version": "1.0.0",
+    }

@@ -60,7 +60,7 @@ def test_expected_data_equals_pyhf(case):
                                    ref_model.expected_data(x, include_auxdata=False), rtol=1e-10)
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(max_examples=int(__import__("os").environ.get("HF2PPL_HYPOTHESIS_EXAMPLES", 500)), deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(workspaces())
 def test_random_workspaces_equal_pyhf(case):
     ws, modifier_settings = case
