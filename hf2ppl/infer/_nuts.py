@@ -1,4 +1,4 @@
-"""Fast HMC/NUTS on a compiled NumPyro model: one ``jit``, chains ``vmap``-ed, draws in a ``lax.scan``.
+"""Fast HMC/NUTS on a compiled NumPyro model: chains ``vmap``-ed, steps in a jitted ``lax.scan``.
 
 Why not ``numpyro.infer.MCMC``? For small HistFactory models the gradient costs
 microseconds, so the sampler's own overhead dominates: NumPyro traces the model
@@ -13,9 +13,11 @@ potential is built directly from the compiled model's pure log density over the
 
 where ``x = T(z)`` maps each sample site through ``numpyro``'s ``biject_to`` of its
 prior's support (interval → scaled sigmoid, positive → exp, real → identity).
-Stan's window adaptation (``blackjax.window_adaptation``) and the draws run in
-one jitted function, vmapped over chains, and cached per model and settings, so
-a second call with the same shapes does not retrace.
+BlackJAX's NUTS/HMC kernel is traced once: Stan's window adaptation is folded
+into the step (step size and mass matrix are carried as runtime values), the
+steps run in jitted ``lax.scan`` chunks of fixed length with chains ``vmap``-ed,
+and the compiled chunk is cached on the model, so a second call does not
+retrace, whatever its number of warmup steps or draws.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Layout", "blackjax_chain_fn", "auto_progress", "Progress", "get_cache", "KERNEL_ALIASES"]
+__all__ = ["Layout", "make_step", "blackjax_chain_fn", "ChunkedSampler", "auto_progress", "Progress", "get_cache", "KERNEL_ALIASES"]
 
 #: user-facing kernel kwargs → canonical names
 KERNEL_ALIASES = {
@@ -136,6 +138,11 @@ class Layout:
             parts.append(v[..., None] if scalar else v)
         return jnp.concatenate(parts, axis=-1)
 
+    def init_x(self) -> np.ndarray:
+        """The workspace inits of the free components (constrained), shape (n,), numpy."""
+        return np.concatenate([np.reshape(np.asarray(v, float), (-1,)) for v in
+                               (self.model.init_params()[name] for name, *_ in self.sites)])
+
     def init_z(self, key, chains: int, jitter: float = 0.5):
         """Initial unconstrained positions (chains, n): the model's inits, jittered uniformly by ±``jitter``."""
         import jax
@@ -174,7 +181,7 @@ def auto_progress() -> bool:
 
 
 class Progress:
-    """A tqdm bar fed from inside jitted code through ``jax.debug.callback`` (host side)."""
+    """A tqdm progress bar (silently absent when tqdm is not installed)."""
 
     _current: Progress | None = None
     _lock = threading.Lock()
@@ -209,11 +216,6 @@ class Progress:
                     self.bar.set_description(desc, refresh=False)
                 self.bar.refresh()
 
-    @staticmethod
-    def tick(i, warmup: int) -> None:
-        cur = Progress._current
-        if cur is not None:
-            cur.set(int(i), "warmup" if int(i) < warmup else "sampling")
 
 
 # ------------------------------------------------------------------ the BlackJAX chain
@@ -226,20 +228,28 @@ def stan_schedule(warmup: int) -> np.ndarray:
     return np.asarray(build_schedule(warmup), dtype=np.int32).reshape(warmup, 2)
 
 
-def blackjax_chain_fn(layout: Layout, *, method: str, warmup: int, draws: int, opts: dict[str, Any],
-                      progress_every: int = 0) -> Callable:
-    """Pure function ``(key, z0, data) -> dict`` running one chain (warmup + draws); vmap it over chains.
+def step_inputs(warmup: int, start: int, stop: int) -> tuple[np.ndarray, ...]:
+    """Per-step inputs of steps ``start..stop-1``: (stage, slow-window end, in warmup, last warmup step)."""
+    sched = stan_schedule(warmup)
+    i = np.arange(start, stop)
+    inw = i < warmup
+    idx = np.clip(i, 0, max(warmup - 1, 0))
+    stage = np.where(inw, sched[idx, 0] if warmup else 0, 0).astype(np.int32)
+    wend = np.where(inw, sched[idx, 1] if warmup else 0, 0).astype(bool)
+    return stage, wend, inw, i == warmup - 1
 
-    Warmup and draws are **one** ``lax.scan`` over ``warmup + draws`` steps with a single trace of
-    the BlackJAX NUTS (or HMC) kernel; during the first ``warmup`` steps Stan's window adaptation
-    (dual averaging of the step size, Welford estimate of the diagonal or dense inverse mass matrix
-    in doubling slow windows, BlackJAX's building blocks) updates the kernel's parameters, which
-    are carried as runtime values. Tracing the kernel once halves the compile time compared with
-    ``blackjax.window_adaptation`` followed by a separate sampling scan.
 
-    Returns a dict of arrays: ``z`` (draws, n) unconstrained draws, ``diverging``, ``energy``,
-    ``n_steps``, ``acceptance_rate``, ``lp`` (draws,), ``tree_depth`` (NUTS), ``step_size`` (scalar),
-    ``inverse_mass_matrix``.
+def make_step(layout: Layout, *, method: str, opts: dict[str, Any]) -> tuple[Callable, Callable]:
+    """``(init, step)`` of one chain of NUTS/HMC with Stan's window adaptation folded into the step.
+
+    ``init(key, z0, data) -> carry``; ``step(carry, xs, data) -> (carry, out)`` with
+    ``xs = (stage, slow_window_end, in_warmup, last_warmup_step)`` (see :func:`step_inputs`).
+    The kernel's step size and inverse mass matrix are carried as runtime values, so warmup and
+    draws share a single trace of the kernel, and the compiled step does not depend on the number
+    of warmup steps or draws. During warmup, dual averaging adapts the step size and Welford's
+    algorithm the (diagonal or dense) inverse mass matrix in Stan's doubling slow windows
+    (BlackJAX's building blocks); the last warmup step sets the step size to the dual-averaging
+    average, as Stan does.
     """
     import jax
     import jax.numpy as jnp
@@ -262,60 +272,135 @@ def blackjax_chain_fn(layout: Layout, *, method: str, warmup: int, draws: int, o
     step0 = float(opts.get("initial_step_size", 1.0))
     mm_init, mm_update, mm_final = mass_matrix_adaptation(not dense)
     da_init, da_update, da_final = dual_averaging_adaptation(target)
-    sched = stan_schedule(warmup)
-    total = warmup + draws
-    stage = np.concatenate([sched[:, 0], np.zeros(draws, np.int32)])
-    wend = np.concatenate([sched[:, 1], np.zeros(draws, np.int32)]).astype(bool)
+
+    def init(key, z0, data=None):
+        state = hmc.init(z0, layout.potential(data))
+        eps = jnp.asarray(step0, z0.dtype)
+        mm = mm_init(layout.n)
+        return key, state, da_init(eps), mm, eps, mm.inverse_mass_matrix.astype(z0.dtype)
+
+    def adapt(args, st, we, last, position, acc):
+        ss, mm, eps, imm = args
+        acc = jnp.where(jnp.isfinite(acc), acc, 0.0)
+        ss = da_update(ss, acc)
+        mm = jax.lax.cond(st == 1, lambda m: mm_update(m, position), lambda m: m, mm)
+        ss, mm = jax.lax.cond(we, lambda a: (da_init(da_final(a[0])), mm_final(a[1])), lambda a: a, (ss, mm))
+        eps_new = jnp.where(last, jnp.exp(ss.log_step_size_avg), jnp.exp(ss.log_step_size))
+        return ss, mm, eps_new.astype(eps.dtype), mm.inverse_mass_matrix.astype(imm.dtype)
+
+    def step(carry, xs, data=None):
+        key, state, ss, mm, eps, imm = carry
+        st, we, inw, last = xs
+        key, k = jax.random.split(key)
+        state, info = kernel(k, state, layout.potential(data), eps, imm, **extra)
+        ss, mm, eps, imm = jax.lax.cond(
+            inw, lambda a: adapt(a, st, we, last, state.position, info.acceptance_rate), lambda a: a, (ss, mm, eps, imm))
+        out = {
+            "z": state.position,
+            "lp": state.logdensity,
+            "diverging": info.is_divergent,
+            "energy": info.energy,
+            "acceptance_rate": info.acceptance_rate,
+            "n_steps": info.num_integration_steps,
+            "step_size": eps,
+        }
+        if method == "nuts":
+            out["tree_depth"] = info.num_trajectory_expansions
+        return (key, state, ss, mm, eps, imm), out
+
+    return init, step
+
+
+def blackjax_chain_fn(layout: Layout, *, method: str, warmup: int, draws: int, opts: dict[str, Any]) -> Callable:
+    """Pure function ``(key, z0, data) -> dict`` running one chain (warmup + draws) in one ``lax.scan``.
+
+    For batches of chains or of data sets (simulation-based calibration): ``jax.vmap`` it.
+    Returns ``z`` (draws, n) unconstrained draws and the per-draw statistics.
+    """
+    import jax
+
+    init, step = make_step(layout, method=method, opts=opts)
+    xs = step_inputs(warmup, 0, warmup + draws)
 
     def chain(key, z0, data=None):
-        logdensity = layout.potential(data)
-        state = hmc.init(z0, logdensity)
-        ss = da_init(jnp.asarray(step0, z0.dtype))
-        mm = mm_init(layout.n)
-        eps = jnp.asarray(step0, z0.dtype)
-        imm = mm.inverse_mass_matrix.astype(z0.dtype)
-
-        def adapt(args, i, st, we, position, acc):
-            ss, mm, eps, imm = args
-            acc = jnp.where(jnp.isfinite(acc), acc, 0.0)
-            ss = da_update(ss, acc)
-            mm = jax.lax.cond(st == 1, lambda m: mm_update(m, position), lambda m: m, mm)
-            ss, mm = jax.lax.cond(we, lambda a: (da_init(da_final(a[0])), mm_final(a[1])), lambda a: a, (ss, mm))
-            eps = jnp.where(i == warmup - 1, jnp.exp(ss.log_step_size_avg), jnp.exp(ss.log_step_size))
-            return ss, mm, eps.astype(z0.dtype), mm.inverse_mass_matrix.astype(z0.dtype)
-
-        def body(carry, xs):
-            state, ss, mm, eps, imm = carry
-            i, k, st, we = xs
-            state, info = kernel(k, state, logdensity, eps, imm, **extra)
-            if warmup:
-                ss, mm, eps, imm = jax.lax.cond(
-                    i < warmup, lambda a: adapt(a, i, st, we, state.position, info.acceptance_rate), lambda a: a, (ss, mm, eps, imm))
-            if progress_every:
-                jax.lax.cond(i % progress_every == 0, lambda: jax.debug.callback(Progress.tick, i, warmup), lambda: None)
-            out = {
-                "z": state.position,
-                "lp": state.logdensity,
-                "diverging": info.is_divergent,
-                "energy": info.energy,
-                "acceptance_rate": info.acceptance_rate,
-                "n_steps": info.num_integration_steps,
-            }
-            if method == "nuts":
-                out["tree_depth"] = info.num_trajectory_expansions
-            return (state, ss, mm, eps, imm), out
-
-        keys = jax.random.split(key, total)
-        (_, _, _, eps, imm), out = jax.lax.scan(body, (state, ss, mm, eps, imm), (jnp.arange(total), keys, stage, wend))
-        out = {k: v[warmup:] for k, v in out.items()}
-        out["step_size"] = eps
-        out["inverse_mass_matrix"] = imm
-        return out
+        carry = init(key, z0, data)
+        _, out = jax.lax.scan(lambda c, x: step(c, x, data), carry, xs)
+        return {k: v[warmup:] for k, v in out.items()}
 
     return chain
 
 
-def to_numpy(tree: Any) -> Any:
-    import jax
+class ChunkedSampler:
+    """Chains ``vmap``-ed, steps in jitted ``lax.scan`` chunks of fixed length, driven from Python.
 
-    return jax.tree.map(np.asarray, tree)
+    One compiled chunk serves any number of warmup steps and draws, so a second call with other
+    lengths does not recompile. The chain initialisation (unconstraining the inits, the first
+    gradient) happens inside the first chunk, so a first call compiles one function only. The
+    Python loop dispatches the chunks asynchronously (or blocks per chunk to drive a progress bar).
+    """
+
+    def __init__(self, layout: Layout, *, method: str, opts: dict[str, Any], chunk: int = 250,
+                 compiler_options: dict | None = None):
+        import jax
+        import jax.numpy as jnp
+
+        self.layout, self.chunk = layout, int(chunk)
+        init, step = make_step(layout, method=method, opts=opts)
+
+        def init_chains(seed, x0, noise):
+            z0 = layout.unconstrain(jnp.asarray(x0, noise.dtype))
+            z0 = jnp.where(jnp.isfinite(z0), z0, 0.0) + noise
+            keys = jax.random.split(jax.random.PRNGKey(seed), noise.shape[0])
+            return jax.vmap(init)(keys, z0)
+
+        def run_chunk(carry, xs, seed, x0, noise, first):
+            carry = jax.lax.cond(first, lambda c: init_chains(seed, x0, noise), lambda c: c, carry)
+
+            def one(c):
+                c, out = jax.lax.scan(step, c, xs)
+                out["x"] = layout.constrain_only(out.pop("z"))
+                return c, out
+
+            return jax.vmap(one)(carry)
+
+        self._init_shape = init_chains
+        self._chunk = jax.jit(run_chunk, compiler_options=compiler_options)
+        self._dummy: dict[int, Any] = {}
+
+    def _dummy_carry(self, seed, x0, noise):
+        import jax
+
+        c = noise.shape[0]
+        if c not in self._dummy:
+            shapes = jax.eval_shape(self._init_shape, seed, x0, noise)
+            self._dummy[c] = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+        return self._dummy[c]
+
+    def run(self, seed: int, x0: np.ndarray, noise: np.ndarray, *, warmup: int, draws: int,
+            progress: Progress | None = None) -> dict[str, np.ndarray]:
+        """Run ``warmup + draws`` steps per chain; returns host arrays (chains, draws, ...).
+
+        ``x0``: constrained initial free vector (n,); ``noise``: (chains, n) jitter added on the
+        unconstrained scale; ``seed``: integer seed of the chains' random streams.
+        """
+        import jax
+
+        seed = np.uint32(seed % 2**32)
+        x0 = np.asarray(x0, dtype=noise.dtype)
+        carry = self._dummy_carry(seed, x0, noise)
+        total, ch = warmup + draws, self.chunk
+        outs = []
+        for start in range(0, total, ch):
+            xs = step_inputs(warmup, start, start + ch)
+            carry, out = self._chunk(carry, xs, seed, x0, noise, np.bool_(start == 0))
+            if start + ch > warmup:  # keep only chunks that hold draws
+                lo, hi = max(warmup - start, 0), min(total - start, ch)
+                outs.append((lo, hi, out))
+            if progress is not None:
+                jax.block_until_ready(carry)
+                progress.set(min(start + ch, total), "warmup" if start + ch <= warmup else "sampling")
+        host = jax.device_get([o for *_, o in outs])
+        res = {}
+        for k in host[0]:
+            res[k] = np.concatenate([h[k][:, lo:hi] for (lo, hi, _), h in zip(outs, host)], axis=1)
+        return res

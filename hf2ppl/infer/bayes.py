@@ -18,11 +18,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import ParameterError
-from ._nuts import Layout, Progress, auto_progress, blackjax_chain_fn, canonical_kernel_kwargs, get_cache
+from ._nuts import ChunkedSampler, Layout, Progress, auto_progress, canonical_kernel_kwargs, get_cache
 
 __all__ = ["sample", "svi", "map_estimate", "MAPResult"]
 
 BACKENDS = ("blackjax", "numpyro")
+#: number of draws in the ``prior`` group (one chain)
+PRIOR_DRAWS = 1000
 
 
 def _check_numpyro_model(model: Any) -> None:
@@ -96,67 +98,45 @@ def sample(
             raise ParameterError(f"{name} must be an integer >= {lo}, got {v!r}")
     opts = canonical_kernel_kwargs(kernel_kwargs)
     progress = auto_progress() if progress is None else bool(progress)
-    import jax
-
     from .idata import assemble, draw_prior
 
-    key = jax.random.PRNGKey(seed)
-    k_init, k_run = jax.random.split(key)
     layout = _layout(model)
-    z0 = layout.init_z(k_init, chains, float(opts.get("init_jitter", 0.5)))
-    x_prior = draw_prior(model, min(draws, 1000), np.random.default_rng([seed, 7])) if prior else None
-    extra: dict[str, Any] = {}
+    rng = np.random.default_rng([seed, 7])
+    x0 = layout.init_x()
+    jitter = float(opts.get("init_jitter", 0.5))
+    noise = rng.uniform(-jitter, jitter, (chains, layout.n)).astype(model.dtype)
+    x_prior = draw_prior(model, PRIOR_DRAWS, rng) if prior else None
     if backend == "blackjax":
-        x, stats, sampler, extra = _run_blackjax(model, layout, method, chains, draws, warmup, opts, progress, k_run, z0,
-                                                 x_prior, predictive or log_likelihood)
+        x, stats, sampler = _run_blackjax(model, layout, method, draws, warmup, opts, progress, seed, x0, noise)
     else:
-        x, stats, sampler = _run_numpyro(model, layout, method, chains, draws, warmup, opts, progress, k_run, z0)
+        x, stats, sampler = _run_numpyro(model, layout, method, chains, draws, warmup, opts, progress, seed, x0, noise)
     return assemble(model, x, sample_stats=stats, sampler=sampler, seed=seed, predictive=predictive,
-                    log_likelihood=log_likelihood, prior=prior, x_prior=x_prior, **extra,
+                    log_likelihood=log_likelihood, prior=prior, x_prior=x_prior,
                     extra_attrs={"num_chains": chains, "num_draws": draws, "num_warmup": warmup, "seed": seed,
                                  "method": method, "backend": backend})
 
 
-def _run_blackjax(model, layout, method, chains, draws, warmup, opts, progress, key, z0, x_prior, derived):
-    """Sampling, constraining, expected counts and log-likelihood in one cached jitted call."""
-    import jax
-
-    from .idata import lam_ll
-
-    every = max(1, (warmup + draws) // 100) if progress else 0
-    with_prior = x_prior is not None
-    ck = ("blackjax", method, chains, draws, warmup, tuple(sorted(opts.items())), every, derived,
-          None if x_prior is None else x_prior.shape)
+def _run_blackjax(model, layout, method, draws, warmup, opts, progress, seed, x0, noise):
+    """Draws and sampler statistics from the cached chunked sampler (see :mod:`hf2ppl.infer._nuts`)."""
+    ck = ("blackjax", method, tuple(sorted((k, v) for k, v in opts.items() if k != "init_jitter")))
     cache = get_cache(model)
     if ck not in cache:
-        chain = blackjax_chain_fn(layout, method=method, warmup=warmup, draws=draws, opts=opts, progress_every=every)
-
-        def run(key, z0, x_prior):
-            out = jax.vmap(chain)(jax.random.split(key, z0.shape[0]), z0)
-            out.pop("inverse_mass_matrix")
-            x = layout.constrain_only(out.pop("z"))
-            extra = {}
-            if derived:
-                extra["lam"], extra["loglik"] = lam_ll(model, x)
-            if with_prior:
-                extra["lam_prior"] = lam_ll(model, x_prior)[0]
-            return x, out, extra
-
-        cache[ck] = jax.jit(run)
-    fn = cache[ck]
-    xp = np.zeros((1, layout.n)) if x_prior is None else x_prior
+        cache[ck] = ChunkedSampler(layout, method=method, opts=opts)
+    sampler = cache[ck]
     if progress:
-        with Progress(warmup + draws, "warmup"):
-            x, out, extra = jax.device_get(fn(key, z0, xp))
+        with Progress(warmup + draws, "warmup") as bar:
+            out = sampler.run(seed, x0, noise, warmup=warmup, draws=draws, progress=bar)
     else:
-        x, out, extra = jax.device_get(fn(key, z0, xp))
+        out = sampler.run(seed, x0, noise, warmup=warmup, draws=draws)
+    x = out.pop("x")
     stats = {k: np.asarray(v) for k, v in out.items()}
     stats["diverging"] = stats["diverging"].astype(bool)
-    return np.asarray(x), stats, f"blackjax.{method} kernel, Stan window adaptation, one lax.scan, vmap over chains", extra
+    return x, stats, f"blackjax.{method} kernel, Stan window adaptation, lax.scan chunks, vmap over chains"
 
 
-def _run_numpyro(model, layout, method, chains, draws, warmup, opts, progress, key, z0):
+def _run_numpyro(model, layout, method, chains, draws, warmup, opts, progress, seed, x0, noise):
     import jax
+    import jax.numpy as jnp
     from numpyro.infer import HMC, MCMC, NUTS
 
     common = dict(target_accept_prob=float(opts.get("target_accept", 0.8)), dense_mass=bool(opts.get("dense_mass", False)),
@@ -165,9 +145,14 @@ def _run_numpyro(model, layout, method, chains, draws, warmup, opts, progress, k
         kernel = NUTS(model.model, max_tree_depth=int(opts.get("max_tree_depth", 10)), **common)
     else:
         kernel = HMC(model.model, num_steps=int(opts.get("num_steps", 16)), **common)
+    # NumPyro re-initialises the kernel on every run (new potential closures → a fresh trace and
+    # compile per call); this path is the reference, the fast path is backend="blackjax".
     mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains, chain_method="vectorized",
                 progress_bar=progress)
+    z0 = np.asarray(layout.unconstrain(jnp.asarray(x0)))
+    z0 = np.where(np.isfinite(z0), z0, 0.0) + noise
     init = {name: (z0[:, off] if scalar else z0[:, off:off + n]) for name, scalar, n, off in layout.sites}
+    key = jax.random.PRNGKey(seed)
     fields = ("diverging", "energy", "num_steps", "adapt_state.step_size", "accept_prob", "potential_energy")
     mcmc.run(key, init_params=init, extra_fields=fields)
     samples = jax.device_get(mcmc.get_samples(group_by_chain=True))

@@ -106,6 +106,12 @@ def draw_prior(model: Any, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate(parts, axis=-1)
 
 
+def _poisson(rng: np.random.Generator, lam: np.ndarray) -> np.ndarray:
+    """Poisson draws; a negative or NaN rate (e.g. a prior draw that extrapolates a histosys below 0) gives 0."""
+    lam = np.nan_to_num(np.asarray(lam, dtype=float), nan=0.0, posinf=0.0)
+    return rng.poisson(np.clip(lam, 0.0, None))
+
+
 def _param_dataset(model: Any, x: np.ndarray, extra_attrs: dict):
     """xarray Dataset of parameter draws from constrained free vectors (C, D, n)."""
     import xarray as xr
@@ -155,7 +161,7 @@ def assemble(model: Any, x: np.ndarray, *, sample_stats: dict[str, np.ndarray] |
         lam, loglik: expected counts and per-bin log-likelihood at ``x`` if already computed.
         x_prior, lam_prior: prior draws (n, n_free) and their expected counts if already computed.
         predictive, log_likelihood, prior: which optional groups to add.
-        prior_samples: number of prior draws (default: min(draws, 1000)).
+        prior_samples: number of prior draws when ``x_prior`` is not given (default 1000).
     """
     import arviz as az
     import xarray as xr
@@ -180,19 +186,25 @@ def assemble(model: Any, x: np.ndarray, *, sample_stats: dict[str, np.ndarray] |
                 v = np.broadcast_to(v[:, None], (C, D))
             ss[k] = (("chain", "draw"), v)
         groups["sample_stats"] = xr.Dataset(ss, coords={"chain": np.arange(C), "draw": np.arange(D)}, attrs=attrs)
-    if (predictive or log_likelihood) and (lam is None or loglik is None):
-        lam, loglik = (np.asarray(a) for a in lam_ll_fn(model)(x))
+    need_post = (predictive or log_likelihood) and (lam is None or loglik is None)
+    if prior and x_prior is None:
+        x_prior = draw_prior(model, prior_samples or 1000, rng)
+    need_prior = prior and lam_prior is None
+    if need_post or need_prior:  # one call (one compile) for posterior and prior draws
+        C, D, n = x.shape
+        parts = ([np.reshape(x, (C * D, n))] if need_post else []) + ([np.asarray(x_prior)] if need_prior else [])
+        lam_all, ll_all = (np.asarray(a) for a in lam_ll_fn(model)(np.concatenate(parts)))
+        if need_post:
+            lam, loglik = lam_all[:C * D].reshape(C, D, -1), ll_all[:C * D].reshape(C, D, -1)
+        if need_prior:
+            lam_prior = lam_all[-len(x_prior):]
     if predictive:
-        groups["posterior_predictive"] = _channel_dataset(model, rng.poisson(lam), attrs)
+        groups["posterior_predictive"] = _channel_dataset(model, _poisson(rng, lam), attrs)
     if log_likelihood:
         groups["log_likelihood"] = _channel_dataset(model, np.asarray(loglik), attrs)
     if prior:
-        if x_prior is None:
-            x_prior = draw_prior(model, prior_samples or min(x.shape[1], 1000), rng)
-        if lam_prior is None:
-            lam_prior = np.asarray(lam_ll_fn(model)(x_prior)[0])
         groups["prior"] = _param_dataset(model, np.asarray(x_prior)[None], attrs)
-        groups["prior_predictive"] = _channel_dataset(model, rng.poisson(np.asarray(lam_prior)[None]), attrs)
+        groups["prior_predictive"] = _channel_dataset(model, _poisson(rng, np.asarray(lam_prior)[None]), attrs)
     groups["observed_data"] = _channel_dataset(model, np.asarray(model.ir.observed), attrs, with_chain=False)
     nom = np.asarray(model.ir.nominal)
     cd, coords = {}, {"sample": list(model.ir.samples)}

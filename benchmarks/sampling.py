@@ -1,0 +1,329 @@
+"""Sampling speed, side by side in one process (issue 4). Not a test: run ``python benchmarks/sampling.py``.
+
+2_bin_corr, 1000 warmup + 5000 draws x 2 chains, through
+  (a) hf2ppl.sample (backend="blackjax"),
+  (b) a hand-written BlackJAX NUTS: the model's log density written by hand in JAX,
+      blackjax.window_adaptation + nuts in lax.scan, vmap over chains, one jit,
+  (c) NumPyro NUTS with pyhf's jax ``logpdf`` as potential function (pyhf.set_backend("jax")),
+  (d) a hand-written NumPyro model in numpyro.infer.MCMC (chain_method="vectorized"),
+  (e) hf2ppl.sample(backend="numpyro"),
+first call (compile included) and warm (second call) wall times, bulk ESS of mu and ESS/s.
+Then the thesis' n-bin shapesys model (pyhf.simplemodels.uncorrelated_background) with
+10, 100, 1000 bins through hf2ppl.sample: warm time, min bulk ESS over parameters, ESS/s.
+
+Rows from other engines: append callables returning rows to ``EXTRA_ROWS``; if
+``benchmarks/sampling_pymc.py`` exists, its ``rows()`` is imported and called.
+A row is a dict: {"name", "first_s", "warm_s", "ess", "ess_per_s"} (missing values: None).
+
+Options: ``--quick`` (fewer draws, for a smoke run), ``--bins 10,100,1000``, ``--skip-nbin``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+warnings.filterwarnings("ignore")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+WS = Path(os.environ.get("HF2PPL_SHARED", ROOT.parent / "shared")) / "workspaces" / "2_bin_corr.json"
+
+EXTRA_ROWS: list[Callable[[], list[dict]]] = []
+
+WARMUP, DRAWS, CHAINS = 1000, 5000, 2
+
+
+def ess_mu(draws: np.ndarray) -> float:
+    """Bulk ESS of a (chains, draws) array."""
+    import arviz as az
+
+    return float(az.ess(np.asarray(draws)))
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def row(name: str, first: float | None, warm: float | None, ess: float | None) -> dict:
+    return {"name": name, "first_s": first, "warm_s": warm, "ess": ess,
+            "ess_per_s": (ess / warm) if (ess and warm) else None}
+
+
+# ------------------------------------------------------------------ (a) hf2ppl
+def bench_hf2ppl(backend: str = "blackjax") -> dict:
+    import hf2ppl
+
+    m = hf2ppl.compile(str(WS))
+
+    def go():
+        return hf2ppl.sample(m, chains=CHAINS, draws=DRAWS, warmup=WARMUP, seed=0, backend=backend, progress=False)
+
+    first, _ = timed(go)
+    warm, idata = timed(go)
+    warm2, _ = timed(go)
+    return row(f"hf2ppl.sample (backend={backend})", first, min(warm, warm2), ess_mu(idata.posterior.mu.values))
+
+
+def bench_hf2ppl_bare() -> dict:
+    """hf2ppl.sample without the optional groups (posterior + sample_stats + observed/constant data)."""
+    import hf2ppl
+
+    m = hf2ppl.compile(str(WS))
+
+    def go():
+        return hf2ppl.sample(m, chains=CHAINS, draws=DRAWS, warmup=WARMUP, seed=0, progress=False,
+                             predictive=False, log_likelihood=False, prior=False)
+
+    first, _ = timed(go)
+    warm, idata = timed(go)
+    warm2, _ = timed(go)
+    return row("hf2ppl.sample (no predictive/loglik/prior groups)", first, min(warm, warm2), ess_mu(idata.posterior.mu.values))
+
+
+# ------------------------------------------------------------------ (b) hand-written BlackJAX
+def _corr_logdensity_unconstrained():
+    """2_bin_corr in prior mode by hand: mu ~ U(0, 10) (logit), alpha ~ N(0, 1), histosys code 0."""
+    import jax
+    import jax.numpy as jnp
+
+    spec = json.loads(WS.read_text())
+    ch = spec["channels"][0]
+    s = jnp.asarray(ch["samples"][0]["data"])
+    b = jnp.asarray(ch["samples"][1]["data"])
+    hi = jnp.asarray(ch["samples"][1]["modifiers"][0]["data"]["hi_data"])
+    lo = jnp.asarray(ch["samples"][1]["modifiers"][0]["data"]["lo_data"])
+    n = jnp.asarray(spec["observations"][0]["data"])
+
+    def logdensity(z):
+        u, alpha = z[0], z[1]
+        mu = 10.0 * jax.nn.sigmoid(u)
+        log_jac = jnp.log(10.0) + jax.nn.log_sigmoid(u) + jax.nn.log_sigmoid(-u)
+        delta = jnp.where(alpha > 0, alpha * (hi - b), alpha * (b - lo))
+        lam = mu * s + b + delta
+        return jnp.sum(jax.scipy.stats.poisson.logpmf(n, lam)) - 0.5 * alpha**2 + log_jac
+
+    return logdensity
+
+
+def bench_blackjax_handwritten() -> dict:
+    import blackjax
+    import jax
+    import jax.numpy as jnp
+    from blackjax.adaptation.base import get_filter_adapt_info_fn
+
+    logdensity = _corr_logdensity_unconstrained()
+
+    def one_chain(key, z0):
+        k1, k2 = jax.random.split(key)
+        wa = blackjax.window_adaptation(blackjax.nuts, logdensity, adaptation_info_fn=get_filter_adapt_info_fn())
+        (state, params), _ = wa.run(k1, z0, num_steps=WARMUP)
+        step = blackjax.nuts(logdensity, **params).step
+
+        def body(st, k):
+            st, info = step(k, st)
+            return st, (st.position, info.is_divergent)
+
+        _, (pos, div) = jax.lax.scan(body, state, jax.random.split(k2, DRAWS))
+        return pos, div
+
+    def build():
+        return jax.jit(lambda key, z0: jax.vmap(one_chain)(jax.random.split(key, CHAINS), z0))
+
+    z0 = jnp.tile(jnp.asarray([-2.2, 0.0]), (CHAINS, 1))
+
+    def go(fn):
+        pos, _ = jax.block_until_ready(fn(jax.random.PRNGKey(0), z0))
+        return np.asarray(pos)
+
+    fn = build()
+    first, _ = timed(lambda: go(fn))
+    warm, pos = timed(lambda: go(fn))
+    warm2, _ = timed(lambda: go(fn))
+    mu = 10.0 / (1.0 + np.exp(-pos[..., 0]))
+    return row("hand-written BlackJAX NUTS lax.scan", first, min(warm, warm2), ess_mu(mu))
+
+
+# ------------------------------------------------------------------ (c) NumPyro NUTS on pyhf's jax logpdf
+def bench_numpyro_pyhf() -> dict:
+    import jax
+    import jax.numpy as jnp
+    import pyhf
+    from numpyro.infer import MCMC, NUTS
+
+    pyhf.set_backend("jax")
+    ws = pyhf.Workspace(json.loads(WS.read_text()))
+    model = ws.model()
+    data = jnp.asarray(ws.data(model))
+    init = jnp.asarray(model.config.suggested_init())
+    mu_i = model.config.poi_index
+
+    def potential(p):
+        return -model.logpdf(p, data)[0]
+
+    def go():
+        mcmc = MCMC(NUTS(potential_fn=potential), num_warmup=WARMUP, num_samples=DRAWS, num_chains=CHAINS,
+                    chain_method="vectorized", progress_bar=False)
+        mcmc.run(jax.random.PRNGKey(0), init_params=jnp.tile(init, (CHAINS, 1)))
+        return np.asarray(mcmc.get_samples(group_by_chain=True))
+
+    first, _ = timed(go)
+    warm, s = timed(go)
+    pyhf.set_backend("numpy")
+    return row("NumPyro NUTS on pyhf jax logpdf", first, warm, ess_mu(s[..., mu_i]))
+
+
+# ------------------------------------------------------------------ (d) hand-written NumPyro model
+def bench_numpyro_handwritten() -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.infer import MCMC, NUTS
+
+    spec = json.loads(WS.read_text())
+    ch = spec["channels"][0]
+    s = jnp.asarray(ch["samples"][0]["data"])
+    b = jnp.asarray(ch["samples"][1]["data"])
+    hi = jnp.asarray(ch["samples"][1]["modifiers"][0]["data"]["hi_data"])
+    lo = jnp.asarray(ch["samples"][1]["modifiers"][0]["data"]["lo_data"])
+    n = jnp.asarray(spec["observations"][0]["data"])
+
+    def model():
+        mu = numpyro.sample("mu", dist.Uniform(0.0, 10.0))
+        alpha = numpyro.sample("alpha", dist.Normal(0.0, 1.0))
+        delta = jnp.where(alpha > 0, alpha * (hi - b), alpha * (b - lo))
+        numpyro.sample("n", dist.Poisson(mu * s + b + delta).to_event(1), obs=n)
+
+    def go():
+        mcmc = MCMC(NUTS(model), num_warmup=WARMUP, num_samples=DRAWS, num_chains=CHAINS,
+                    chain_method="vectorized", progress_bar=False)
+        mcmc.run(jax.random.PRNGKey(0))
+        return np.asarray(mcmc.get_samples(group_by_chain=True)["mu"])
+
+    first, _ = timed(go)
+    warm, mu = timed(go)
+    return row("hand-written NumPyro model, numpyro MCMC", first, warm, ess_mu(mu))
+
+
+# ------------------------------------------------------------------ n-bin shapesys (thesis)
+def nbin_workspace(nbins: int) -> dict:
+    import pyhf
+
+    rng = np.random.default_rng(nbins)
+    sig = list(np.full(nbins, 5.0))
+    bkg = list(np.round(rng.uniform(40, 60, nbins), 1))
+    unc = list(np.round(np.asarray(bkg) * 0.1, 2))
+    pyhf.set_backend("numpy")
+    model = pyhf.simplemodels.uncorrelated_background(signal=sig, bkg=bkg, bkg_uncertainty=unc)
+    obs = list(np.round(np.asarray(bkg) + 3.0))
+    return {"channels": model.spec["channels"], "observations": [{"name": "singlechannel", "data": obs}],
+            "measurements": [{"name": "m", "config": {"poi": "mu", "parameters": []}}], "version": "1.0.0"}
+
+
+def bench_nbin(nbins: int) -> dict:
+    import arviz as az
+
+    import hf2ppl
+
+    m = hf2ppl.compile(nbin_workspace(nbins))
+
+    def go():
+        return hf2ppl.sample(m, chains=CHAINS, draws=DRAWS, warmup=WARMUP, seed=0, progress=False)
+
+    first, _ = timed(go)
+    warm, idata = timed(go)
+    ess = az.ess(idata.posterior)
+    min_ess = float(min(float(ess[v].min()) for v in ess.data_vars))
+    mu_ess = float(ess["mu"])
+    div = int(idata.sample_stats.diverging.sum())
+    depth = float(idata.sample_stats.tree_depth.mean())
+    return {"bins": nbins, "first_s": first, "warm_s": warm, "mu_ess": mu_ess, "min_ess": min_ess,
+            "mu_ess_per_s": mu_ess / warm, "min_ess_per_s": min_ess / warm, "divergences": div,
+            "mean_tree_depth": depth, "s_per_bin": warm / nbins}
+
+
+# ------------------------------------------------------------------ driver
+def machine() -> str:
+    import jax
+
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, JAX {jax.__version__} on "
+            f"{jax.devices()[0].platform.upper()} ({jax.devices()[0].device_kind})")
+
+
+def fmt(v: Any, spec: str = ".3g") -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    global WARMUP, DRAWS
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--bins", default="10,100,1000")
+    ap.add_argument("--skip-nbin", action="store_true")
+    ap.add_argument("--json", default=None, help="write the results to this file")
+    args = ap.parse_args(argv)
+    if args.quick:
+        WARMUP, DRAWS = 200, 500
+    print(f"machine: {machine()}")
+    print(f"2_bin_corr: {WARMUP} warmup + {DRAWS} draws x {CHAINS} chains\n")
+    rows = []
+    for fn in (bench_hf2ppl, bench_blackjax_handwritten, bench_numpyro_pyhf, bench_numpyro_handwritten,
+               lambda: bench_hf2ppl("numpyro"), bench_hf2ppl_bare):
+        r = fn()
+        rows.append(r)
+        print(f"  {r['name']:<52} first {fmt(r['first_s'])} s  warm {fmt(r['warm_s'])} s  ESS(mu) {fmt(r['ess'], '.0f')}",
+              flush=True)
+    extra = list(EXTRA_ROWS)
+    pymc_file = Path(__file__).with_name("sampling_pymc.py")
+    if pymc_file.exists():
+        spec = importlib.util.spec_from_file_location("sampling_pymc", pymc_file)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)  # type: ignore[union-attr]
+        extra.append(mod.rows)
+    for fn in extra:
+        try:
+            rows += list(fn())
+        except Exception as exc:  # noqa: BLE001 - a broken hook must not hide the other rows
+            print(f"  extra rows {fn!r} failed: {exc!r}")
+    ref = rows[1]
+    print(f"\n{'engine':<52} {'first s':>8} {'warm s':>8} {'ESS':>7} {'ESS/s':>9} {'warm/(b)':>9} {'(b)=1 speed':>11}")
+    for r in rows:
+        ratio = r["warm_s"] / ref["warm_s"] if r["warm_s"] else None
+        print(f"{r['name']:<52} {fmt(r['first_s']):>8} {fmt(r['warm_s']):>8} {fmt(r['ess'], '.0f'):>7} "
+              f"{fmt(r['ess_per_s'], '.0f'):>9} {fmt(ratio, '.2f'):>9} {fmt(1 / ratio if ratio else None, '.2f'):>11}")
+    a, c = rows[0], rows[2]
+    print(f"\nhf2ppl warm / hand-written BlackJAX = {a['warm_s'] / ref['warm_s']:.2f} (target <= 1.5)")
+    print(f"NumPyro-on-pyhf warm / hf2ppl warm = {c['warm_s'] / a['warm_s']:.1f} (target >= 10)")
+    print(f"hf2ppl first call = {a['first_s']:.2f} s (target <= 5 s)")
+    nb = []
+    if not args.skip_nbin:
+        print(f"\nn-bin shapesys (uncorrelated_background), hf2ppl.sample, {WARMUP} warmup + {DRAWS} draws x {CHAINS} chains")
+        print(f"{'bins':>6} {'first s':>8} {'warm s':>8} {'ESS(mu)':>8} {'min ESS':>8} {'ESS(mu)/s':>10} {'minESS/s':>9} "
+              f"{'depth':>6} {'div':>4} {'ms/bin':>7}")
+        for nbins in [int(b) for b in args.bins.split(",") if b]:
+            r = bench_nbin(nbins)
+            nb.append(r)
+            print(f"{r['bins']:>6} {r['first_s']:>8.2f} {r['warm_s']:>8.2f} {r['mu_ess']:>8.0f} {r['min_ess']:>8.0f} "
+                  f"{r['mu_ess_per_s']:>10.0f} {r['min_ess_per_s']:>9.0f} {r['mean_tree_depth']:>6.2f} {r['divergences']:>4} "
+                  f"{1000 * r['s_per_bin']:>7.2f}", flush=True)
+    res = {"machine": machine(), "rows": rows, "nbin": nb}
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+    return res
+
+
+if __name__ == "__main__":
+    main()
