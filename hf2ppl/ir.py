@@ -254,10 +254,8 @@ def build(spec: Spec) -> ModelIR:
             if sname not in cells[c]:
                 continue
             s, sp, mods = cells[c][sname]
-            for name, mtype in all_mods:
+            for name, mtype in sorted((m["name"], m["type"]) for m, _ in mods.values()):
                 key = f"{mtype}/{name}"
-                if key not in mods:
-                    continue
                 first_path.setdefault(name, mods[key][1])
                 if mtype in ("staterror", "shapesys"):
                     continue  # handled below
@@ -275,9 +273,7 @@ def build(spec: Spec) -> ModelIR:
             if sname not in cells[c]:
                 continue
             s, sp, mods = cells[c][sname]
-            for name, mtype in all_mods:
-                if mtype != "shapesys" or f"shapesys/{name}" not in mods:
-                    continue
+            for name in sorted(m["name"] for m, _ in mods.values() if m["type"] == "shapesys"):
                 m, _ = mods[f"shapesys/{name}"]
                 nom = np.asarray(s["data"], float)
                 unc = np.asarray(m["data"], float)
