@@ -13,7 +13,6 @@ import argparse
 import time
 
 import jax
-import numpy as np
 import pyhf
 from common import machine, nbin_workspace, per_call, shared_workspaces, timed
 

@@ -8,7 +8,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from . import errors, priors
 from .compiled import CompiledModel
@@ -64,7 +65,7 @@ def compile(
     target: str = "numpyro",
     *,
     constraints: str = "prior",
-    priors: Mapping[str, "priors.Prior"] | None = None,
+    priors: Mapping[str, priors.Prior] | None = None,
     dtype: str = "float64",
     **load_kwargs: Any,
 ) -> CompiledModel:

@@ -237,7 +237,8 @@ def build(spec: Spec) -> ModelIR:
                         "cannot be shared between samples; use distinct names", path=f"{sp}/modifiers/{mi}/name")
                 mods[key] = (m, f"{sp}/modifiers/{mi}")
             for key in mods:
-                seen_unshared.setdefault(key, sp) if key.startswith("shapesys/") else None
+                if key.startswith("shapesys/"):
+                    seen_unshared.setdefault(key, sp)
             cells.setdefault(c["name"], {})[s["name"]] = (s, sp, mods)
     all_mods = sorted({(m["name"], m["type"]) for c in ws["channels"] for s in c["samples"] for m in s["modifiers"]})
 
@@ -403,9 +404,9 @@ def build(spec: Spec) -> ModelIR:
     hs_cells: dict[tuple[int, str], list[tuple[int, np.ndarray, np.ndarray]]] = {}
     for c in channel_names:
         nb = nbins[c]
-        for sname, (s, sp, mods) in cells[c].items():
+        for sname, (_, _, mods) in cells[c].items():
             cell = (sidx[sname], c)
-            for key, (m, _) in mods.items():
+            for m, _ in mods.values():
                 mtype, name = m["type"], m["name"]
                 p = pmap[name]
                 if mtype in ("normfactor", "lumi"):

@@ -66,7 +66,7 @@ class Uniform(Prior):
     params: ClassVar = ("low", "high")
     support: ClassVar = "interval"
 
-    def with_bounds(self, bounds: np.ndarray) -> "Uniform":
+    def with_bounds(self, bounds: np.ndarray) -> Uniform:
         lo = bounds[:, 0] if self.low is None else self.low
         hi = bounds[:, 1] if self.high is None else self.high
         return Uniform(_arr(lo), _arr(hi))
@@ -89,7 +89,7 @@ class Flat(Prior):
     params: ClassVar = ("low", "high")
     support: ClassVar = "interval"
 
-    def with_bounds(self, bounds: np.ndarray) -> "Flat":
+    def with_bounds(self, bounds: np.ndarray) -> Flat:
         lo = bounds[:, 0] if self.low is None else self.low
         hi = bounds[:, 1] if self.high is None else self.high
         return Flat(_arr(lo), _arr(hi))

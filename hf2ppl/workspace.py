@@ -10,11 +10,12 @@ import copy
 import json
 import math
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import jsonpatch
 import jsonschema
@@ -64,7 +65,7 @@ class Spec:
 
 
 # ---------------------------------------------------------------- schema
-@lru_cache(maxsize=None)
+@cache
 def _validator(version: str, schema_name: str, fragment: str = ""):
     """A jsonschema validator for pyhf's ``schema_name`` (optionally a ``#/json/pointer`` fragment of it)."""
     base = resources.files("pyhf") / "schemas" / version

@@ -8,8 +8,9 @@ numpy (reference/eager), JAX (NumPyro target), PyTensor (PyMC target).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["Namespace", "numpy_namespace", "jax_namespace", "pytensor_namespace"]
 
