@@ -14,7 +14,7 @@ import time
 
 import jax
 import pyhf
-from common import machine, nbin_workspace, per_call, shared_workspaces, timed
+from common import analysis_workspace, machine, nbin_workspace, per_call, shared_workspaces, timed
 
 import hf2ppl
 
@@ -65,13 +65,19 @@ def row(name: str, ws: dict, quick: bool) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer models")
+    ap.add_argument("--only", action="store_true", help="generated models only")
     args = ap.parse_args()
     jax.config.update("jax_enable_x64", True)
     models = dict(shared_workspaces())
-    if args.quick:
+    if args.only:
+        models = {}
+    elif args.quick:
         models = {k: models[k] for k in ("2_bin_corr", "all_modifiers_2channel", "SRee_SRmm_SRem_3channel")}
     for n in (10, 100, 1000, 10000):
         models[f"nbin_{n}"] = nbin_workspace(n)
+    models["analysis_37bins_132pars"] = analysis_workspace()
+    if not args.quick:
+        models["analysis_200bins_800pars"] = analysis_workspace(nbins=200, npars=800, nchannels=20, nsamples=30)
     print(f"# machine: {machine()}")
     hdr = ("model", "pars", "bins", "hf2ppl µs", "pyhf-jax µs", "pyhf-np µs", "jax/hf", "np/hf",
            "hf2ppl+grad µs", "pyhf-jax+grad µs", "jax/hf (grad)", "compile s", "first jit s")
