@@ -133,6 +133,9 @@ class PyMCModel(CompiledModel):
     """
 
     target = "pymc"
+    #: keyword arguments of ``pytensor.function`` for the helper functions (logdensity, expected_data,
+    #: value_point), e.g. ``{"mode": "FAST_COMPILE"}`` to trade run time for compile time.
+    compile_kwargs: dict[str, Any] = {}
 
     def __init__(self, spec, ir, constraints="prior", priors=None, dtype="float64"):
         super().__init__(spec, ir, constraints, priors, dtype)
@@ -274,7 +277,7 @@ class PyMCModel(CompiledModel):
             tr = m.rvs_to_transforms.get(rv)
             outs.append(v if tr is None else tr.forward(v, *rv.owner.inputs))
             self._value_vars.append(m.rvs_to_values[rv])
-        return pytensor.function([theta], outs, on_unused_input="ignore")
+        return pytensor.function([theta], outs, on_unused_input="ignore", **self.compile_kwargs)
 
     # ------------------------------------------------------------ densities
     def _compile_logdensity(self):
@@ -289,7 +292,7 @@ class PyMCModel(CompiledModel):
         if self.constraints == "aux":
             lp = lp + hf.constraint_logpdf(xp, T, theta, aux)
         lp = lp + self._prior_plan.logpdf(xp, theta, self.dtype)
-        return pytensor.function([theta, main, aux], pt.as_tensor_variable(lp), on_unused_input="ignore")
+        return pytensor.function([theta, main, aux], pt.as_tensor_variable(lp), on_unused_input="ignore", **self.compile_kwargs)
 
     def logdensity(self, params: Any, data: Any = None) -> float:
         """Log density at ``params`` (dict or flat array), as the NumPyro target's ``logdensity``.
@@ -326,7 +329,7 @@ class PyMCModel(CompiledModel):
             aux = pt.set_subtensor(aux[self.ir.normal_auxpos], theta[self.ir.normal_idx])
         if self.ir.poisson_idx.shape[0]:
             aux = pt.set_subtensor(aux[self.ir.poisson_auxpos], theta[self.ir.poisson_idx] * self._T.poisson_factor)
-        return pytensor.function([theta], [main, aux, rates])
+        return pytensor.function([theta], [main, aux, rates], **self.compile_kwargs)
 
     def _expected(self, params):
         fn = self._fns.get("expected")
