@@ -228,15 +228,20 @@ def stan_schedule(warmup: int) -> np.ndarray:
     return np.asarray(build_schedule(warmup), dtype=np.int32).reshape(warmup, 2)
 
 
-def step_inputs(warmup: int, start: int, stop: int) -> tuple[np.ndarray, ...]:
-    """Per-step inputs of steps ``start..stop-1``: (stage, slow-window end, in warmup, last warmup step)."""
+def step_inputs(warmup: int, start: int, stop: int, total: int | None = None) -> tuple[np.ndarray, ...]:
+    """Per-step inputs of steps ``start..stop-1``.
+
+    ``(stage, slow-window end, in warmup, last warmup step, active)``; steps at or beyond ``total``
+    (default: no limit) are inactive and skipped by the chunked sampler.
+    """
     sched = stan_schedule(warmup)
     i = np.arange(start, stop)
     inw = i < warmup
     idx = np.clip(i, 0, max(warmup - 1, 0))
     stage = np.where(inw, sched[idx, 0] if warmup else 0, 0).astype(np.int32)
     wend = np.where(inw, sched[idx, 1] if warmup else 0, 0).astype(bool)
-    return stage, wend, inw, i == warmup - 1
+    active = np.ones(i.shape, bool) if total is None else i < total
+    return stage, wend, inw, i == warmup - 1, active
 
 
 def make_step(layout: Layout, *, method: str, opts: dict[str, Any]) -> tuple[Callable, Callable]:
@@ -290,7 +295,7 @@ def make_step(layout: Layout, *, method: str, opts: dict[str, Any]) -> tuple[Cal
 
     def step(carry, xs, data=None):
         key, state, ss, mm, eps, imm = carry
-        st, we, inw, last = xs
+        st, we, inw, last = xs[:4]
         key, k = jax.random.split(key)
         state, info = kernel(k, state, layout.potential(data), eps, imm, **extra)
         ss, mm, eps, imm = jax.lax.cond(
@@ -333,13 +338,14 @@ def blackjax_chain_fn(layout: Layout, *, method: str, warmup: int, draws: int, o
 class ChunkedSampler:
     """Chains ``vmap``-ed, steps in jitted ``lax.scan`` chunks of fixed length, driven from Python.
 
-    One compiled chunk serves any number of warmup steps and draws, so a second call with other
-    lengths does not recompile. The chain initialisation (unconstraining the inits, the first
+    One compiled chunk serves any number of warmup steps and draws (steps past the end of the run
+    in the last chunk are skipped by a ``lax.cond``), so a second call with other lengths does not
+    recompile. The chain initialisation (unconstraining the inits, the first
     gradient) happens inside the first chunk, so a first call compiles one function only. The
     Python loop dispatches the chunks asynchronously (or blocks per chunk to drive a progress bar).
     """
 
-    def __init__(self, layout: Layout, *, method: str, opts: dict[str, Any], chunk: int = 250,
+    def __init__(self, layout: Layout, *, method: str, opts: dict[str, Any], chunk: int = 500,
                  compiler_options: dict | None = None):
         import jax
         import jax.numpy as jnp
@@ -356,8 +362,12 @@ class ChunkedSampler:
         def run_chunk(carry, xs, seed, x0, noise, first):
             carry = jax.lax.cond(first, lambda c: init_chains(seed, x0, noise), lambda c: c, carry)
 
+            def maybe_step(c, x):  # steps past the end of the run (last chunk) are skipped
+                shapes = jax.eval_shape(step, c, x)
+                return jax.lax.cond(x[4], step, lambda c, x: (c, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[1])), c, x)
+
             def one(c):
-                c, out = jax.lax.scan(step, c, xs)
+                c, out = jax.lax.scan(maybe_step, c, xs)
                 out["x"] = layout.constrain_only(out.pop("z"))
                 return c, out
 
@@ -391,7 +401,7 @@ class ChunkedSampler:
         total, ch = warmup + draws, self.chunk
         outs = []
         for start in range(0, total, ch):
-            xs = step_inputs(warmup, start, start + ch)
+            xs = step_inputs(warmup, start, start + ch, total)
             carry, out = self._chunk(carry, xs, seed, x0, noise, np.bool_(start == 0))
             if start + ch > warmup:  # keep only chunks that hold draws
                 lo, hi = max(warmup - start, 0), min(total - start, ch)
