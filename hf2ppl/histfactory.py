@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from .interpolation import code4_coefficients, histosys_delta, normsys_factor
+from .interpolation import histosys_delta, normsys_factor, normsys_precompute
 
 __all__ = [
     "Tensors",
@@ -59,9 +59,8 @@ class Tensors:
         self.normsys_hi = ir.normsys_hi.astype(f)
         self.normsys_lo = ir.normsys_lo.astype(f)
         self.normsys_code = ir.normsys_code
-        self.normsys_coef = (
-            [c.astype(f) for c in code4_coefficients(np, ir.normsys_lo, ir.normsys_hi)] if ir.normsys_code == "code4" else None
-        )
+        pre = normsys_precompute(np, ir.normsys_code, ir.normsys_lo, ir.normsys_hi)
+        self.normsys_pre = {k: ([c.astype(f) for c in v] if k == "coef" else v.astype(f)) for k, v in pre.items()}
         self.histosys_idx = ir.histosys_idx
         self.histosys_hi = ir.histosys_hi.astype(f)
         self.histosys_lo = ir.histosys_lo.astype(f)
@@ -102,7 +101,7 @@ def expected_rates(xp, T: Tensors, theta, nominal=None):
         rates = rates + xp.sum(histosys_delta(xp, T.histosys_code, alpha, T.histosys_lo, nom, T.histosys_hi), axis=0)
     if T.normsys_idx.shape[0]:
         alpha = ext[T.normsys_idx]
-        f = normsys_factor(xp, T.normsys_code, alpha, T.normsys_lo, T.normsys_hi, T.normsys_coef)
+        f = normsys_factor(xp, T.normsys_code, alpha, T.normsys_lo, T.normsys_hi, T.normsys_pre)
         rates = rates * xp.prod(f, axis=0)[:, T.bin_channel]  # (S, C) -> (S, B)
     if T.factor_idx.shape[0]:
         rates = rates * xp.prod(ext[T.factor_idx], axis=0)
@@ -117,9 +116,14 @@ def expected_main(xp, T: Tensors, theta, nominal=None):
 def poisson_logpdf(xp, n, lam, lgamma_n1=None):
     r"""Continuous Poisson :math:`n \ln\lambda - \lambda - \ln\Gamma(n+1)`, elementwise.
 
+    A negative expectation (e.g. a histosys extrapolated past zero) has likelihood zero: the
+    result is :math:`-\infty` there, with a finite (zero) gradient, where pyhf returns NaN.
     ``lgamma_n1`` optionally supplies a precomputed :math:`\ln\Gamma(n+1)`.
     """
-    return xp.xlogy(n, lam) - lam - (xp.gammaln(n + 1.0) if lgamma_n1 is None else lgamma_n1)
+    negative = lam < 0
+    lam = xp.where(negative, 1.0, lam)
+    lp = xp.xlogy(n, lam) - lam - (xp.gammaln(n + 1.0) if lgamma_n1 is None else lgamma_n1)
+    return xp.where(negative, -np.inf, lp)
 
 
 def normal_logpdf(xp, x, mu, sigma, log_sigma=None):

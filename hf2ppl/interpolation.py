@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["histosys_delta", "normsys_factor", "code4_coefficients", "HISTOSYS_CODES", "NORMSYS_CODES"]
+__all__ = ["histosys_delta", "normsys_factor", "normsys_precompute", "code4_coefficients", "HISTOSYS_CODES", "NORMSYS_CODES"]
 
 HISTOSYS_CODES = ("code0", "code2", "code4p")
 NORMSYS_CODES = ("code1", "code4")
@@ -70,17 +70,28 @@ def code4_coefficients(xp, lo, hi):
     return [sum(float(_CODE4_AINV[r, c]) * b[c] for c in range(6)) for r in range(6)]
 
 
-def normsys_factor(xp, code: str, alpha, lo, hi, coefficients=None):
+def normsys_precompute(xp, code: str, lo, hi) -> dict:
+    """Data-only inputs of :func:`normsys_factor`: ``log(hi)``, ``log(lo)`` and, for code4, the coefficients."""
+    pre = {"log_hi": xp.log(hi), "log_lo": xp.log(lo)}
+    if code == "code4":
+        pre["coef"] = code4_coefficients(xp, lo, hi)
+    return pre
+
+
+def normsys_factor(xp, code: str, alpha, lo, hi, pre: dict | None = None):
     """Multiplicative normsys factor for interpolation ``code`` (code1, code4).
 
-    ``coefficients`` (from :func:`code4_coefficients`) may be passed precomputed for code4.
+    The exponential pieces are written as ``exp(|alpha| log(hi or lo))``, which equals pyhf's
+    ``hi**alpha`` / ``lo**(-alpha)`` and has a cheaper, NaN-free gradient. ``pre`` (from
+    :func:`normsys_precompute`) may be passed to skip the data-only work.
     """
+    if code not in NORMSYS_CODES:
+        raise ValueError(f"unknown normsys interpolation code {code!r}; use one of {NORMSYS_CODES}")
+    pre = normsys_precompute(xp, code, lo, hi) if pre is None else pre
+    abs_a = xp.abs(alpha)
+    expo = xp.exp(abs_a * xp.where(alpha >= 0, pre["log_hi"], pre["log_lo"]))
     if code == "code1":
-        return xp.where(alpha > 0, hi, lo) ** xp.abs(alpha)
-    if code == "code4":
-        c = code4_coefficients(xp, lo, hi) if coefficients is None else coefficients
-        poly = 1.0 + alpha * (c[0] + alpha * (c[1] + alpha * (c[2] + alpha * (c[3] + alpha * (c[4] + alpha * c[5])))))
-        abs_a = xp.abs(alpha)
-        base = xp.where(alpha >= 1, hi, xp.where(alpha > -1, poly, lo))
-        return base ** xp.where(abs_a >= 1, abs_a, 1.0)
-    raise ValueError(f"unknown normsys interpolation code {code!r}; use one of {NORMSYS_CODES}")
+        return expo
+    c = pre["coef"]
+    poly = 1.0 + alpha * (c[0] + alpha * (c[1] + alpha * (c[2] + alpha * (c[3] + alpha * (c[4] + alpha * c[5])))))
+    return xp.where(abs_a < 1, poly, expo)
