@@ -206,7 +206,7 @@ def sample_pymc(
     with pmodel, patch:
         post = _quiet(pm.sample, draws=int(draws), tune=int(warmup), chains=int(chains), random_seed=seed,
                       nuts_sampler=nuts_sampler, progressbar=progress, compute_convergence_checks=False,
-                      idata_kwargs={"log_likelihood": False}, **kw)
+                      **({} if nuts_sampler == "nutpie" else {"idata_kwargs": {"log_likelihood": False}}), **kw)
     sampling_time = time.perf_counter() - t0
     x = np.concatenate([np.asarray(post.posterior[n]).reshape(chains, draws, -1) for n in names], axis=-1)
     ss = post.sample_stats
