@@ -15,7 +15,8 @@ Rows from other engines: append callables returning rows to ``EXTRA_ROWS``; if
 ``benchmarks/sampling_pymc.py`` exists, its ``rows()`` is imported and called.
 A row is a dict: {"name", "first_s", "warm_s", "ess", "ess_per_s"} (missing values: None).
 
-Options: ``--quick`` (fewer draws, for a smoke run), ``--bins 10,100,1000``, ``--skip-nbin``.
+Options: ``--quick`` (fewer draws, for a smoke run), ``--bins 10,100,1000``, ``--skip-nbin``,
+``--no-extra`` (no PyMC/extra rows), ``--json FILE``.
 """
 
 from __future__ import annotations
@@ -256,6 +257,23 @@ def bench_nbin(nbins: int) -> dict:
 
 
 # ------------------------------------------------------------------ driver
+def process_warmup() -> None:
+    """Import the libraries and run a trivial jit/grad once, so that no engine's "first call" pays
+    the process-wide start-up (XLA client, library imports) for the others."""
+    import arviz  # noqa: F401
+    import blackjax  # noqa: F401
+    import jax
+    import jax.numpy as jnp
+    import numpyro  # noqa: F401
+    import pyhf  # noqa: F401
+    import xarray  # noqa: F401
+
+    import hf2ppl  # noqa: F401
+
+    jax.config.update("jax_enable_x64", True)
+    jax.block_until_ready(jax.jit(jax.vmap(jax.grad(lambda x: jnp.sum(jnp.sin(x) ** 2))))(jnp.ones((2, 3))))
+
+
 def machine() -> str:
     import jax
 
@@ -273,10 +291,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--bins", default="10,100,1000")
     ap.add_argument("--skip-nbin", action="store_true")
+    ap.add_argument("--no-extra", action="store_true", help="skip EXTRA_ROWS and benchmarks/sampling_pymc.py")
     ap.add_argument("--json", default=None, help="write the results to this file")
     args = ap.parse_args(argv)
     if args.quick:
         WARMUP, DRAWS = 200, 500
+    process_warmup()
     print(f"machine: {machine()}")
     print(f"2_bin_corr: {WARMUP} warmup + {DRAWS} draws x {CHAINS} chains\n")
     rows = []
@@ -286,9 +306,9 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append(r)
         print(f"  {r['name']:<52} first {fmt(r['first_s'])} s  warm {fmt(r['warm_s'])} s  ESS(mu) {fmt(r['ess'], '.0f')}",
               flush=True)
-    extra = list(EXTRA_ROWS)
+    extra = [] if args.no_extra else list(EXTRA_ROWS)
     pymc_file = Path(__file__).with_name("sampling_pymc.py")
-    if pymc_file.exists():
+    if pymc_file.exists() and not args.no_extra:
         spec = importlib.util.spec_from_file_location("sampling_pymc", pymc_file)
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)  # type: ignore[union-attr]

@@ -405,3 +405,33 @@ def test_copy_of_spec_untouched():
     before = copy.deepcopy(spec)
     hf2ppl.map_estimate(hf2ppl.compile(spec))
     assert spec == before
+
+
+@pytest.mark.parametrize("name", ["2_bin_corr.json", "all_modifiers_2channel.json"])
+def test_layout_bijections_match_numpyro_biject_to(name):
+    import jax.numpy as jnp
+    from numpyro.distributions.transforms import biject_to
+
+    from hf2ppl.infer._nuts import get_layout, stan_schedule
+
+    m = hf2ppl.compile(ws(name), priors={"mu": P.LogNormal(0.0, 1.0)})
+    lay = get_layout(m)
+    z = np.random.default_rng(0).normal(size=lay.n) * 3
+    x, ld = lay.constrain(jnp.asarray(z))
+    dists = m.site_distributions()
+    xs, ref_ld = [], 0.0
+    for site, scalar, n, off in lay.sites:
+        t = biject_to(dists[site].support)
+        zi = jnp.asarray(z[off] if scalar else z[off:off + n])
+        xi = t(zi)
+        ref_ld += float(jnp.sum(t.log_abs_det_jacobian(zi, xi)))
+        xs.append(np.reshape(np.asarray(xi), -1))
+    np.testing.assert_allclose(np.asarray(x), np.concatenate(xs), rtol=1e-12)
+    np.testing.assert_allclose(float(ld), ref_ld, rtol=1e-12)
+    np.testing.assert_allclose(lay.unconstrain(np.asarray(x)), z, atol=1e-8)
+    np.testing.assert_array_equal(np.asarray(lay.full(x)), np.asarray(m.from_free(x)))
+    # Stan's warmup schedule, reimplemented in numpy, is BlackJAX's
+    from blackjax.adaptation.staged_adaptation import build_schedule
+
+    for w in (10, 20, 150, 1000, 1234):
+        np.testing.assert_array_equal(stan_schedule(w), np.asarray(build_schedule(w)).reshape(w, 2))

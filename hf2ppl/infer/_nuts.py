@@ -11,8 +11,8 @@ potential is built directly from the compiled model's pure log density over the
 
     \\log p(z) = \\log p(\\theta(x(z))) + \\log\\left|\\frac{\\partial x}{\\partial z}\\right|,
 
-where ``x = T(z)`` maps each sample site through ``numpyro``'s ``biject_to`` of its
-prior's support (interval → scaled sigmoid, positive → exp, real → identity).
+where ``x = T(z)`` maps each component according to its prior's support (interval →
+scaled sigmoid, positive → exp, real → identity; the bijections of NumPyro's ``biject_to``).
 BlackJAX's NUTS/HMC kernel is traced once: Stan's window adaptation is folded
 into the step (step size and mass matrix are carried as runtime values), the
 steps run in jitted ``lax.scan`` chunks of fixed length with chains ``vmap``-ed,
@@ -22,6 +22,7 @@ retrace, whatever its number of warmup steps or draws.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -59,6 +60,14 @@ def canonical_kernel_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def get_layout(model: Any) -> Layout:
+    """The model's :class:`Layout` (cached on the model)."""
+    cache = get_cache(model)
+    if "layout" not in cache:
+        cache["layout"] = Layout(model)
+    return cache["layout"]
+
+
 def get_cache(model: Any) -> dict:
     """Per-model cache of jitted functions (lives as long as the model)."""
     cache = model.__dict__.get("_hf2ppl_bayes_cache")
@@ -73,56 +82,123 @@ class Layout:
 
     ``x`` is the constrained free vector (the model's ``_free`` order, which is the
     concatenation of the sample sites in parameter order); ``z`` the unconstrained one.
+
+    Each component's support comes from its site distribution (NumPyro constraints): real →
+    identity; ``x > lo`` → ``lo + exp(z)``; ``lo < x < hi`` → ``lo + (hi - lo) * sigmoid(z)``
+    (sigmoid clipped away from 0 and 1, as NumPyro's ``biject_to``). The maps are evaluated for all
+    components at once (static index groups), and the full parameter vector is assembled with a
+    static gather rather than a scatter: a lean graph that compiles quickly.
     """
 
     def __init__(self, model: Any):
-        from numpyro.distributions.transforms import biject_to
+        from numpyro.distributions import constraints as C
 
         self.model = model
         dists = model.site_distributions()
         self.sites: list[tuple[str, bool, int, int]] = []
+        kinds, lo, hi = [], [], []
         off = 0
         for p in model.free_parameters:
             self.sites.append((p.name, p.is_scalar, p.n_free, off))
             off += p.n_free
+            c = dists[p.name].support
+            while isinstance(c, C._IndependentConstraint):
+                c = c.base_constraint
+            shape = (p.n_free,)
+            if isinstance(c, C._Real):
+                k, a, b = 0, np.full(shape, -np.inf), np.full(shape, np.inf)
+            elif isinstance(c, C._GreaterThan):
+                k, a, b = 1, np.broadcast_to(np.asarray(c.lower_bound, float), shape), np.full(shape, np.inf)
+            elif isinstance(c, C._Interval):
+                k, a, b = 2, np.broadcast_to(np.asarray(c.lower_bound, float), shape), np.broadcast_to(np.asarray(c.upper_bound, float), shape)
+            else:  # pragma: no cover - hf2ppl priors only have these supports
+                raise NotImplementedError(f"no bijection for the support {c} of {p.name!r}")
+            kinds.append(np.full(shape, k))
+            lo.append(a)
+            hi.append(b)
         self.n = off
-        self.transforms = {name: biject_to(dists[name].support) for name, *_ in self.sites}
+        kind = np.concatenate(kinds) if kinds else np.zeros(0, int)
+        self.lo, self.hi = (np.concatenate(lo), np.concatenate(hi)) if lo else (np.zeros(0), np.zeros(0))
+        self.groups = [np.flatnonzero(kind == k) for k in range(3)]
+        order = np.concatenate(self.groups)
+        self.inv_order = None if np.array_equal(order, np.arange(self.n)) else np.argsort(order)
+        # full parameter vector = concat(x, fixed values)[perm]
+        npars = model.ir.npars
+        free = np.asarray(model._free)
+        fixed = np.setdiff1d(np.arange(npars), free)
+        perm = np.empty(npars, dtype=np.int64)
+        perm[free] = np.arange(len(free))
+        perm[fixed] = len(free) + np.arange(len(fixed))
+        self._fixed_vals = np.asarray(model.ir.init, float)[fixed]
+        self._perm = None if len(fixed) == 0 and np.array_equal(free, np.arange(npars)) else perm
 
     def _parts(self, v):
         for name, scalar, n, off in self.sites:
             yield name, scalar, (v[..., off] if scalar else v[..., off:off + n])
 
-    def constrain(self, z):
-        """``(x, log|dx/dz|)`` for one unconstrained vector ``z`` of shape (n,)."""
+    def _map(self, z, with_logdet: bool):
+        import jax
         import jax.numpy as jnp
 
-        xs, ld = [], 0.0
-        for name, _scalar, zi in self._parts(z):
-            t = self.transforms[name]
-            xi = t(zi)
-            ld = ld + jnp.sum(t.log_abs_det_jacobian(zi, xi))
-            xs.append(jnp.reshape(xi, (-1,)))
-        return jnp.concatenate(xs), ld
+        ir, il, ii = self.groups
+        parts, ld = [], 0.0
+        if len(ir):
+            parts.append(z[..., ir])
+        if len(il):
+            zl = z[..., il]
+            parts.append(jnp.asarray(self.lo[il], z.dtype) + jnp.exp(zl))
+            if with_logdet:
+                ld = ld + jnp.sum(zl, axis=-1)
+        if len(ii):
+            zi = z[..., ii]
+            lo = jnp.asarray(self.lo[ii], z.dtype)
+            w = jnp.asarray(self.hi[ii] - self.lo[ii], z.dtype)
+            finfo = jnp.finfo(z.dtype)
+            s = jnp.clip(jax.nn.sigmoid(zi), finfo.tiny, 1.0 - finfo.eps)
+            parts.append(lo + w * s)
+            if with_logdet:
+                ld = ld + jnp.sum(jnp.log(w) + jax.nn.log_sigmoid(zi) + jax.nn.log_sigmoid(-zi), axis=-1)
+        x = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
+        if self.inv_order is not None:
+            x = x[..., self.inv_order]
+        return x, ld
+
+    def constrain(self, z):
+        """``(x, log|dx/dz|)`` for one unconstrained vector ``z`` of shape (n,)."""
+        return self._map(z, True)
 
     def constrain_only(self, z):
         """``x`` for unconstrained vectors of any batch shape (..., n)."""
-        import jax.numpy as jnp
-
-        xs = []
-        for name, scalar, zi in self._parts(z):
-            xi = self.transforms[name](zi)
-            xs.append(xi[..., None] if scalar else xi)
-        return jnp.concatenate(xs, axis=-1)
+        return self._map(z, False)[0]
 
     def unconstrain(self, x):
-        """``z`` for constrained vectors of any batch shape (..., n)."""
+        """``z`` for constrained vectors of any batch shape (..., n) (numpy or JAX arrays)."""
+        xp = np if isinstance(x, np.ndarray) else __import__("jax.numpy", fromlist=["x"])
+        ir, il, ii = self.groups
+        z = xp.zeros_like(x) if xp is np else None
+        parts = []
+        if len(ir):
+            parts.append((ir, x[..., ir]))
+        if len(il):
+            parts.append((il, xp.log(x[..., il] - self.lo[il])))
+        if len(ii):
+            u = (x[..., ii] - self.lo[ii]) / (self.hi[ii] - self.lo[ii])
+            parts.append((ii, xp.log(u) - xp.log1p(-u)))
+        if xp is np:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                for idx, v in parts:
+                    z[..., idx] = v
+            return z
+        cat = xp.concatenate([v for _, v in parts], axis=-1)
+        return cat if self.inv_order is None else cat[..., self.inv_order]
+
+    def full(self, x):
+        """The full parameter vector (``par_names`` order) from the free components ``x`` (n,)."""
         import jax.numpy as jnp
 
-        zs = []
-        for name, scalar, xi in self._parts(x):
-            zi = self.transforms[name].inv(xi)
-            zs.append(zi[..., None] if scalar else zi)
-        return jnp.concatenate(zs, axis=-1)
+        if self._perm is None:
+            return x
+        return jnp.concatenate([x, jnp.asarray(self._fixed_vals, x.dtype)])[self._perm]
 
     def split(self, x) -> dict[str, Any]:
         """{site: values} from constrained vectors (..., n)."""
@@ -143,23 +219,13 @@ class Layout:
         return np.concatenate([np.reshape(np.asarray(v, float), (-1,)) for v in
                                (self.model.init_params()[name] for name, *_ in self.sites)])
 
-    def init_z(self, key, chains: int, jitter: float = 0.5):
-        """Initial unconstrained positions (chains, n): the model's inits, jittered uniformly by ±``jitter``."""
-        import jax
-        import jax.numpy as jnp
-
-        x0 = self.join({k: jnp.asarray(v) for k, v in self.model.init_params().items()})
-        z0 = self.unconstrain(x0)
-        z0 = jnp.where(jnp.isfinite(z0), z0, 0.0)
-        return z0 + jax.random.uniform(key, (chains, self.n), minval=-jitter, maxval=jitter, dtype=z0.dtype)
-
     def potential(self, data=None) -> Callable:
         """Log density of ``z`` (unconstrained, with the log-Jacobian)."""
         m = self.model
 
         def logdensity(z, data=data):
             x, ld = self.constrain(z)
-            return m.logdensity_flat(m.from_free(x), data) + ld
+            return m.logdensity_flat(self.full(x), data) + ld
 
         return logdensity
 
@@ -169,14 +235,14 @@ def auto_progress() -> bool:
     """True in an interactive terminal or a notebook, False under CI, pytest or redirected output."""
     if os.environ.get("CI") or os.environ.get("PYTEST_CURRENT_TEST") or os.environ.get("HF2PPL_NO_PROGRESS"):
         return False
-    try:  # notebooks
-        from IPython import get_ipython  # type: ignore
-
-        ip = get_ipython()
-        if ip is not None and type(ip).__name__ == "ZMQInteractiveShell":
-            return True
-    except Exception:  # noqa: BLE001 - IPython absent or broken
-        pass
+    ipy = sys.modules.get("IPython")  # a running notebook has imported it; importing it here costs ~0.4 s
+    if ipy is not None:
+        try:
+            ip = ipy.get_ipython()
+            if ip is not None and type(ip).__name__ == "ZMQInteractiveShell":
+                return True
+        except Exception:  # noqa: BLE001 - IPython broken
+            pass
     return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
@@ -219,13 +285,37 @@ class Progress:
 
 
 # ------------------------------------------------------------------ the BlackJAX chain
-def stan_schedule(warmup: int) -> np.ndarray:
-    """Stan's warmup schedule: rows ``(stage, is_slow_window_end)``; stage 0 fast, 1 slow."""
-    from blackjax.adaptation.staged_adaptation import build_schedule
+@functools.lru_cache(maxsize=32)
+def stan_schedule(warmup: int, initial_buffer: int = 75, first_window: int = 25, final_buffer: int = 50) -> np.ndarray:
+    """Stan's warmup schedule: rows ``(stage, is_slow_window_end)``; stage 0 fast, 1 slow.
 
-    if warmup == 0:
-        return np.zeros((0, 2), dtype=np.int32)
-    return np.asarray(build_schedule(warmup), dtype=np.int32).reshape(warmup, 2)
+    The same schedule as ``blackjax.adaptation.staged_adaptation.build_schedule`` (tested), in
+    numpy: a fast initial buffer, slow windows doubling in size (the mass matrix is re-estimated at
+    the end of each), a fast final buffer; under 20 steps only the step size is adapted.
+    """
+    if warmup < 20:
+        out = np.zeros((warmup, 2), dtype=np.int32)
+        out.setflags(write=False)
+        return out
+    if initial_buffer + first_window + final_buffer > warmup:
+        initial_buffer = int(0.15 * warmup)
+        final_buffer = int(0.1 * warmup)
+        first_window = warmup - initial_buffer - final_buffer
+    rows = [(0, 0)] * initial_buffer
+    final_start = warmup - final_buffer
+    size, start = first_window, initial_buffer
+    while start < final_start:
+        cur_start, cur_size = start, size
+        if 3 * cur_size <= final_start - cur_start:
+            size = 2 * cur_size
+        else:
+            cur_size = final_start - cur_start
+        start = cur_start + cur_size
+        rows += [(1, 0)] * (start - 1 - cur_start) + [(1, 1)]
+    rows += [(0, 0)] * (warmup - final_start)
+    out = np.asarray(rows, dtype=np.int32).reshape(warmup, 2)
+    out.setflags(write=False)
+    return out
 
 
 def step_inputs(warmup: int, start: int, stop: int, total: int | None = None) -> tuple[np.ndarray, ...]:
@@ -278,8 +368,8 @@ def make_step(layout: Layout, *, method: str, opts: dict[str, Any]) -> tuple[Cal
     mm_init, mm_update, mm_final = mass_matrix_adaptation(not dense)
     da_init, da_update, da_final = dual_averaging_adaptation(target)
 
-    def init(key, z0, data=None):
-        state = hmc.init(z0, layout.potential(data))
+    def init(key, z0, data=None, potential=None):
+        state = hmc.init(z0, potential or layout.potential(data))
         eps = jnp.asarray(step0, z0.dtype)
         mm = mm_init(layout.n)
         return key, state, da_init(eps), mm, eps, mm.inverse_mass_matrix.astype(z0.dtype)
@@ -300,18 +390,30 @@ def make_step(layout: Layout, *, method: str, opts: dict[str, Any]) -> tuple[Cal
         state, info = kernel(k, state, layout.potential(data), eps, imm, **extra)
         ss, mm, eps, imm = jax.lax.cond(
             inw, lambda a: adapt(a, st, we, last, state.position, info.acceptance_rate), lambda a: a, (ss, mm, eps, imm))
+        f = state.position.dtype
         out = {
             "z": state.position,
-            "lp": state.logdensity,
-            "diverging": info.is_divergent,
-            "energy": info.energy,
-            "acceptance_rate": info.acceptance_rate,
-            "n_steps": info.num_integration_steps,
-            "step_size": eps,
+            "lp": state.logdensity.astype(f),
+            "diverging": info.is_divergent.astype(bool),
+            "energy": info.energy.astype(f),
+            "acceptance_rate": info.acceptance_rate.astype(f),
+            "n_steps": jnp.asarray(info.num_integration_steps).astype(jnp.int32),
+            "step_size": eps.astype(f),
         }
         if method == "nuts":
-            out["tree_depth"] = info.num_trajectory_expansions
+            out["tree_depth"] = info.num_trajectory_expansions.astype(jnp.int32)
         return (key, state, ss, mm, eps, imm), out
+
+    def empty_out(z):
+        """Zeros shaped like ``step``'s output for position ``z`` (for skipped steps), without tracing it."""
+        f = z.dtype
+        out = {"z": jnp.zeros_like(z), "lp": jnp.zeros((), f), "diverging": jnp.zeros((), bool), "energy": jnp.zeros((), f),
+               "acceptance_rate": jnp.zeros((), f), "n_steps": jnp.zeros((), jnp.int32), "step_size": jnp.zeros((), f)}
+        if method == "nuts":
+            out["tree_depth"] = jnp.zeros((), jnp.int32)
+        return out
+
+    step.empty_out = empty_out
 
     return init, step
 
@@ -348,23 +450,19 @@ class ChunkedSampler:
     def __init__(self, layout: Layout, *, method: str, opts: dict[str, Any], chunk: int = 500,
                  compiler_options: dict | None = None):
         import jax
-        import jax.numpy as jnp
 
         self.layout, self.chunk = layout, int(chunk)
         init, step = make_step(layout, method=method, opts=opts)
 
-        def init_chains(seed, x0, noise):
-            z0 = layout.unconstrain(jnp.asarray(x0, noise.dtype))
-            z0 = jnp.where(jnp.isfinite(z0), z0, 0.0) + noise
-            keys = jax.random.split(jax.random.PRNGKey(seed), noise.shape[0])
-            return jax.vmap(init)(keys, z0)
+        def init_chains(seed, z0, potential=None):
+            keys = jax.random.split(jax.random.PRNGKey(seed), z0.shape[0])
+            return jax.vmap(lambda k, z: init(k, z, potential=potential))(keys, z0)
 
-        def run_chunk(carry, xs, seed, x0, noise, first):
-            carry = jax.lax.cond(first, lambda c: init_chains(seed, x0, noise), lambda c: c, carry)
+        def run_chunk(carry, xs, seed, z0, first):
+            carry = jax.lax.cond(first, lambda c: init_chains(seed, z0), lambda c: c, carry)
 
             def maybe_step(c, x):  # steps past the end of the run (last chunk) are skipped
-                shapes = jax.eval_shape(step, c, x)
-                return jax.lax.cond(x[4], step, lambda c, x: (c, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[1])), c, x)
+                return jax.lax.cond(x[4], step, lambda c, x: (c, step.empty_out(c[1].position)), c, x)
 
             def one(c):
                 c, out = jax.lax.scan(maybe_step, c, xs)
@@ -377,12 +475,13 @@ class ChunkedSampler:
         self._chunk = jax.jit(run_chunk, compiler_options=compiler_options)
         self._dummy: dict[int, Any] = {}
 
-    def _dummy_carry(self, seed, x0, noise):
+    def _dummy_carry(self, seed, z0):
         import jax
+        import jax.numpy as jnp
 
-        c = noise.shape[0]
-        if c not in self._dummy:
-            shapes = jax.eval_shape(self._init_shape, seed, x0, noise)
+        c = z0.shape[0]
+        if c not in self._dummy:  # shapes only: trace the init with a trivial potential (cheap)
+            shapes = jax.eval_shape(lambda *a: self._init_shape(*a, potential=lambda z: -0.5 * jnp.sum(z * z)), seed, z0)
             self._dummy[c] = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
         return self._dummy[c]
 
@@ -396,13 +495,14 @@ class ChunkedSampler:
         import jax
 
         seed = np.uint32(seed % 2**32)
-        x0 = np.asarray(x0, dtype=noise.dtype)
-        carry = self._dummy_carry(seed, x0, noise)
+        z0 = self.layout.unconstrain(np.asarray(x0, dtype=noise.dtype))
+        z0 = np.where(np.isfinite(z0), z0, 0.0) + noise
+        carry = self._dummy_carry(seed, z0)
         total, ch = warmup + draws, self.chunk
         outs = []
         for start in range(0, total, ch):
             xs = step_inputs(warmup, start, start + ch, total)
-            carry, out = self._chunk(carry, xs, seed, x0, noise, np.bool_(start == 0))
+            carry, out = self._chunk(carry, xs, seed, z0, np.bool_(start == 0))
             if start + ch > warmup:  # keep only chunks that hold draws
                 lo, hi = max(warmup - start, 0), min(total - start, ch)
                 outs.append((lo, hi, out))

@@ -13,12 +13,15 @@ All of it runs on a GPU unchanged when JAX sees one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ParameterError
-from ._nuts import ChunkedSampler, Layout, Progress, auto_progress, canonical_kernel_kwargs, get_cache
+from ._nuts import ChunkedSampler, Layout, Progress, auto_progress, canonical_kernel_kwargs, get_cache, get_layout
+
+if TYPE_CHECKING:  # pragma: no cover
+    import arviz
 
 __all__ = ["sample", "svi", "map_estimate", "MAPResult"]
 
@@ -33,10 +36,7 @@ def _check_numpyro_model(model: Any) -> None:
 
 
 def _layout(model: Any) -> Layout:
-    cache = get_cache(model)
-    if "layout" not in cache:
-        cache["layout"] = Layout(model)
-    return cache["layout"]
+    return get_layout(model)
 
 
 def sample(
@@ -53,7 +53,7 @@ def sample(
     log_likelihood: bool = True,
     prior: bool = True,
     **kernel_kwargs: Any,
-):
+) -> arviz.InferenceData:
     """Draw from the posterior of a compiled model with NUTS or HMC.
 
     Args:
@@ -64,7 +64,7 @@ def sample(
         draws, warmup: draws kept per chain and adaptation steps per chain (Stan's window adaptation
             of step size and diagonal mass matrix).
         seed: integer seed (same seed → same draws).
-        backend: ``"blackjax"`` (fast path: one cached jitted ``lax.scan``) or ``"numpyro"``
+        backend: ``"blackjax"`` (fast path: cached jitted ``lax.scan`` chunks, see docs/bayes.md) or ``"numpyro"``
             (``numpyro.infer.MCMC``, ``chain_method="vectorized"``).
         progress: show a progress bar; ``None`` → only in an interactive terminal or notebook.
         predictive, log_likelihood, prior: add the ``posterior_predictive``, ``log_likelihood``
@@ -136,7 +136,6 @@ def _run_blackjax(model, layout, method, draws, warmup, opts, progress, seed, x0
 
 def _run_numpyro(model, layout, method, chains, draws, warmup, opts, progress, seed, x0, noise):
     import jax
-    import jax.numpy as jnp
     from numpyro.infer import HMC, MCMC, NUTS
 
     common = dict(target_accept_prob=float(opts.get("target_accept", 0.8)), dense_mass=bool(opts.get("dense_mass", False)),
@@ -149,7 +148,7 @@ def _run_numpyro(model, layout, method, chains, draws, warmup, opts, progress, s
     # compile per call); this path is the reference, the fast path is backend="blackjax".
     mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains, chain_method="vectorized",
                 progress_bar=progress)
-    z0 = np.asarray(layout.unconstrain(jnp.asarray(x0)))
+    z0 = layout.unconstrain(np.asarray(x0, dtype=noise.dtype))
     z0 = np.where(np.isfinite(z0), z0, 0.0) + noise
     init = {name: (z0[:, off] if scalar else z0[:, off:off + n]) for name, scalar, n, off in layout.sites}
     key = jax.random.PRNGKey(seed)
@@ -233,17 +232,16 @@ def map_estimate(model: Any, *, init: dict[str, Any] | None = None, maxiter: int
         pot = layout.potential()
 
         def negpost_z(z):  # no Jacobian: the mode of the density of x, not of z
-            x, _ = layout.constrain(z)
-            return -model.logdensity_flat(model.from_free(x))
+            return -model.logdensity_flat(layout.full(layout.constrain_only(z)))
 
         def neg_x(x):
-            return -model.logdensity_flat(model.from_free(x))
+            return -model.logdensity_flat(layout.full(x))
 
         cache["map_fns"] = (jax.jit(jax.value_and_grad(negpost_z)), jax.jit(jax.hessian(neg_x)), pot)
     vg, hess, _ = cache["map_fns"]
     start = dict(model.init_params())
     start.update(init or {})
-    z0 = np.asarray(layout.unconstrain(layout.join({k: jnp.asarray(v, dtype=model.dtype) for k, v in start.items()})))
+    z0 = layout.unconstrain(np.asarray(layout.join({k: jnp.asarray(v, dtype=model.dtype) for k, v in start.items()})))
     z0 = np.where(np.isfinite(z0), z0, 0.0)
 
     def fun(z):
@@ -277,7 +275,7 @@ def svi(
     rank: int | None = None,
     num_particles: int = 1,
     progress: bool | None = None,
-):
+) -> arviz.InferenceData:
     """Stochastic variational inference with a NumPyro autoguide; draws from the fitted guide.
 
     Args:

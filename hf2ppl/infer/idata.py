@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ._nuts import get_cache
+from ._nuts import get_cache, get_layout
 
 __all__ = ["lam_ll", "lam_ll_fn", "draw_prior", "prior_for_draws", "assemble"]
 
@@ -44,7 +44,8 @@ def lam_ll(model: Any, x):
     xp, T = model._xp, model._T
     n_obs = jnp.asarray(model.ir.observed, dtype=model.dtype)
     flat = jnp.reshape(x, (-1, x.shape[-1]))
-    lam = jax.vmap(lambda v: hf.expected_main(xp, T, model.from_free(v)))(flat)
+    layout = get_layout(model)
+    lam = jax.vmap(lambda v: hf.expected_main(xp, T, layout.full(v)))(flat)
     lam = jnp.reshape(lam, x.shape[:-1] + (lam.shape[-1],))
     return lam, hf.poisson_logpdf(xp, n_obs, lam)
 
@@ -54,6 +55,8 @@ def lam_ll_fn(model: Any):
     cache = get_cache(model)
     if "lam_ll" not in cache:
         import jax
+
+        get_layout(model)  # build (and cache) the layout outside of any trace
 
         cache["lam_ll"] = jax.jit(lambda x: lam_ll(model, x))
     return cache["lam_ll"]
