@@ -421,7 +421,7 @@ def test_pymc_nuts_posterior_agrees_with_numpyro_path(name, constraints):
     _quantiles_agree(a, b, names)
 
 
-def test_quantile_check_can_fail(uncorr_pair):
+def test_quantile_check_can_fail():
     """The agreement check rejects a shifted posterior."""
     import arviz as az
 
