@@ -45,6 +45,7 @@ class SolveResult(NamedTuple):
     grad_norm: object  # () projected-gradient inf-norm at x
     niter: object  # () iterations used
     converged: object  # () bool
+    hessian: object  # (P, P) exact Hessian of the objective at x (not differentiable)
 
 
 def _free_mask(x, g, lo, hi, fixed):
@@ -124,7 +125,12 @@ def make_solver(objective: Callable, *, maxiter: int = 200, gtol: float = 1e-9) 
             ared = jnp.where(first, inf, f - ft)
             finite = jnp.isfinite(ft) & jnp.all(jnp.isfinite(gt)) & jnp.all(jnp.isfinite(Ht))
             good_model = (pred > 0) & (ared >= 1e-4 * pred)
-            accept = finite & (ared > 0) & (good_model | (pred <= 0))
+            # at machine precision f cannot decrease reliably: accept a step that lowers the projected gradient
+            noise = 1e-12 * (1.0 + jnp.abs(f))
+            pg_x = _proj_grad_norm(x, g, lo, hi, fixed)
+            pg_t = _proj_grad_norm(xt, gt, lo, hi, fixed)
+            roundoff_ok = (ared > -noise) & (pg_t < 0.5 * pg_x)
+            accept = finite & (((ared > 0) & (good_model | (pred <= 0))) | (~first & roundoff_ok))
             rho = jnp.where(pred > 0, ared / jnp.where(pred > 0, pred, 1.0), 0.0)
             lam_new = jnp.where(accept, jnp.where(rho > 0.75, lam * 0.2, jnp.where(rho < 0.25, lam * 2.0, lam)), lam * 10.0)
             lam_new = jnp.where(first, lam, jnp.clip(lam_new, 1e-12, 1e16))
@@ -145,7 +151,7 @@ def make_solver(objective: Callable, *, maxiter: int = 200, gtol: float = 1e-9) 
         x, f, g = s["x"], s["f"], s["g"]
         pgn = _proj_grad_norm(x, g, lo, hi, fixed)
         ok = jnp.isfinite(f) & (pgn <= 1e3 * gtol)
-        return SolveResult(x, f, pgn, s["it"], ok)
+        return SolveResult(x, f, pgn, s["it"], ok, s["H"])
 
     @jax.custom_vjp
     def solve(x0, lo, hi, fixed, *args):

@@ -22,8 +22,11 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
 import weakref
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,8 +65,9 @@ class FitWarning(UserWarning):
 
 
 # ====================================================================== model handling
-_ENGINES: weakref.WeakKeyDictionary[Any, _Engine] = weakref.WeakKeyDictionary()
+_ENGINES: OrderedDict[Any, _Engine] = OrderedDict()
 _AUX_MODELS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_MAX_ENGINES = 64
 
 
 def _aux_model(model: Any):
@@ -80,11 +84,30 @@ def _aux_model(model: Any):
     return hf2ppl.compile(model, target="numpyro", constraints="aux")
 
 
+def _engine_key(m) -> Any:
+    """Models with the same content share their compiled kernels (a workspace compiled twice, a path...)."""
+    from .. import priors as _priors
+
+    if any(not isinstance(v, _priors.Flat) for v in m.priors.values()):
+        return ("id", id(m))
+    sp = m.spec
+    try:
+        content = json.dumps([sp.workspace, sp.measurement_index, sp.modifier_settings], sort_keys=True, default=str)
+    except (TypeError, ValueError):  # pragma: no cover - specs are plain JSON
+        return ("id", id(m))
+    return (hashlib.sha1(content.encode()).hexdigest(), m.dtype, m.ir.poi_name, m.ir.npars)
+
+
 def _engine(model: Any) -> _Engine:
     m = _aux_model(model)
-    eng = _ENGINES.get(m)
-    if eng is None:
-        eng = _ENGINES[m] = _Engine(m)
+    key = _engine_key(m)
+    eng = _ENGINES.get(key)
+    if eng is None or (key[0] == "id" and eng.m is not m):
+        eng = _ENGINES[key] = _Engine(m)
+        while len(_ENGINES) > _MAX_ENGINES:
+            _ENGINES.popitem(last=False)
+    else:
+        _ENGINES.move_to_end(key)
     return eng
 
 
@@ -136,7 +159,6 @@ class _Engine:
         # ONE batched kernel for every fit: start point, fixed mask and data batched; bounds and nominal shared.
         # Batches are padded to a few bucket sizes so that a model compiles it only a handful of times.
         self._batch_j = jax.jit(jax.vmap(self.solve, in_axes=(0, None, None, 0, 0, None)))
-        self.hess_j = jax.jit(jax.hessian(nll))
 
     # ------------------------------------------------------------ batched fits (numpy in, numpy out)
     @staticmethod
@@ -160,7 +182,9 @@ class _Engine:
             F = np.concatenate([F, F[pad]])
             D = np.concatenate([D, D[pad]])
         r = self._batch_j(*_jnp(X0, lo, hi, F, D), self.nominal)
-        return {k: np.asarray(getattr(r, k))[:n] for k in ("x", "fun", "grad_norm", "niter", "converged")}
+        out = {k: np.asarray(getattr(r, k))[:n] for k in ("x", "fun", "grad_norm", "niter", "converged")}
+        out["hessian"] = r.hessian
+        return out
 
     def expected(self, x: np.ndarray) -> np.ndarray:
         """Expected data (main + aux, pyhf layout) at flat parameters ``x``."""
@@ -197,7 +221,8 @@ class _Engine:
         poi = self.poi
         mus = np.asarray(mus, float)
         n = mus.size
-        X = np.repeat(x0[None], 2 * n, axis=0)
+        # warm start: the unconditional best fits (to data / to Asimov) with the POI moved to mu
+        X = np.concatenate([np.repeat(prep["free_x"][None], n, axis=0), np.repeat(prep["freeA_x"][None], n, axis=0)])
         X[:, poi] = np.concatenate([mus, mus])
         F = np.repeat(fx.astype(float)[None], 2 * n, axis=0)
         F[:, poi] = 1.0
@@ -220,17 +245,6 @@ class _Engine:
                         converged=r["converged"][:n] & r["converged"][n:] & prep["converged"])
 
     # ------------------------------------------------------------ pure JAX (differentiable) version
-    def _tstat(self, mu, fixed_fit, free_fit, test_stat):
-        import jax.numpy as jnp
-
-        t = jnp.clip(2.0 * (fixed_fit.fun - free_fit.fun), 0.0, None)
-        muhat = free_fit.x[self.poi]
-        if test_stat in ("q", "qtilde"):
-            return jnp.where(muhat > mu, 0.0, t)
-        if test_stat == "q0":
-            return jnp.where(muhat < 0.0, 0.0, t)
-        return t  # tmu, tmu_tilde
-
     def asymptotics(self, mus, data, nominal, x0, lo, hi, fixed, test_stat="qtilde"):
         """Pure, jit-able and differentiable (implicit VJP of every fit) asymptotic CLs at each μ."""
         import jax
@@ -238,30 +252,46 @@ class _Engine:
         from jax.scipy.stats import norm
 
         poi = self.poi
-        free = self.solve(x0, lo, hi, fixed, data, nominal)
+        n = mus.shape[0]
         fpoi = fixed.at[poi].set(1.0)
-        asim = self.solve(x0.at[poi].set(1.0 if test_stat == "q0" else 0.0), lo, hi, fpoi, data, nominal)
-        asimov = self.expected_full(asim.x, nominal)
-        freeA = self.solve(x0, lo, hi, fixed, asimov, nominal)
+        batch = jax.vmap(self.solve, in_axes=(0, None, None, 0, 0, None))
+        # stage 1: free fit to data and the Asimov-generating fit (two problems, one vmapped solve)
+        x_as = x0.at[poi].set(1.0 if test_stat == "q0" else 0.0)
+        r1 = batch(jnp.stack([x0, x_as]), lo, hi, jnp.stack([fixed, fpoi]), jnp.stack([data, data]), nominal)
+        asimov = self.expected_full(r1.x[1], nominal)
+        # stage 2: free fit to Asimov, fixed-POI fits to data and to Asimov at every mu (one vmapped solve)
+        # warm starts from the unconditional fit to data (the solution does not depend on the start)
+        xm = jnp.tile(r1.x[0], (n, 1)).at[:, poi].set(mus)
+        X = jnp.concatenate([x0[None], xm, xm])
+        Fm = jnp.concatenate([fixed[None], jnp.tile(fpoi, (2 * n, 1))])
+        D = jnp.concatenate([asimov[None], jnp.tile(data, (n, 1)), jnp.tile(asimov, (n, 1))])
+        r2 = batch(X, lo, hi, Fm, D, nominal)
+        free_fun, muhat = r1.fun[0], r1.x[0, poi]
+        freeA_fun, muhatA = r2.fun[0], r2.x[0, poi]
 
-        def one(mu):
-            xm = x0.at[poi].set(mu)
-            fd = self.solve(xm, lo, hi, fpoi, data, nominal)
-            fa = self.solve(xm, lo, hi, fpoi, asimov, nominal)
-            q = self._tstat(mu, fd, free, test_stat)
-            qA = self._tstat(mu, fa, freeA, test_stat)
+        def tstat(mu, fixed_fun, free_fun, muhat):
+            t = jnp.clip(2.0 * (fixed_fun - free_fun), 0.0, None)
+            if test_stat in ("q", "qtilde"):
+                return jnp.where(muhat > mu, 0.0, t)
+            if test_stat == "q0":
+                return jnp.where(muhat < 0.0, 0.0, t)
+            return t
+
+        def one(mu, fd_fun, fa_fun):
+            q = tstat(mu, fd_fun, free_fun, muhat)
+            qA = tstat(mu, fa_fun, freeA_fun, muhatA)
             sq = jnp.sqrt(jnp.where(q > 0, q, 1.0)) * (q > 0)
             sqA = jnp.sqrt(jnp.where(qA > 0, qA, 1.0)) * (qA > 0)
             if test_stat == "qtilde":
                 ts = jnp.where(sq <= sqA, sq - sqA, (q - qA) / (2.0 * jnp.where(sqA > 0, sqA, 1.0)))
             else:
                 ts = sq - sqA
-            n = jnp.asarray(_EXPECTED_NSIGMA, dtype=sqA.dtype)
-            clsb_e = norm.cdf(-(n + sqA))
+            nsig = jnp.asarray(_EXPECTED_NSIGMA, dtype=sqA.dtype)
+            clsb_e = norm.cdf(-(nsig + sqA))
             clsb, clb = norm.cdf(-(ts + sqA)), norm.cdf(-ts)
-            return dict(q=q, qA=qA, clsb=clsb, clb=clb, cls=clsb / clb, clsb_exp=clsb_e, cls_exp=clsb_e / norm.cdf(-n))
+            return dict(q=q, qA=qA, clsb=clsb, clb=clb, cls=clsb / clb, clsb_exp=clsb_e, cls_exp=clsb_e / norm.cdf(-nsig))
 
-        return jax.vmap(one)(mus)
+        return jax.vmap(one)(mus, r2.fun[1:n + 1], r2.fun[n + 1:])
 
     # ------------------------------------------------------------ argument handling
     def data(self, data: Any) -> np.ndarray:
@@ -342,9 +372,12 @@ class _Engine:
             raise ParameterError(f"init outside the bounds for {names}; adjust init or bounds")
         return x0, b[:, 0].copy(), b[:, 1].copy(), fx
 
-    def need_poi(self, what: str) -> int:
+    def need_poi(self, what: str, free: bool = True) -> int:
         if self.poi is None:
             raise ParameterError(f"{what} needs a parameter of interest, but the model has none; set measurements[].config.poi in the workspace")
+        if free and self.fixed[self.poi]:
+            raise ParameterError(f"{what}: the POI {self.m.poi_name!r} is fixed in the measurement config, which makes profile-likelihood "
+                                 "inference impossible (as pyhf); unfix it in measurements[].config.parameters")
         return self.poi
 
 
@@ -447,15 +480,15 @@ def fit(model: Any, data: Any = None, *, fixed: Any = None, init: Any = None, bo
     x0, lo, hi, fx = eng.setup(init, bounds, fixed)
     d = eng.data(data)
     r = eng.solve_many(x0[None], lo, hi, fx.astype(float)[None], d)
-    return _fit_result(eng, r, 0, d, fx)
+    return _fit_result(eng, r, 0, fx)
 
 
-def _fit_result(eng: _Engine, r: dict, i: int, d: np.ndarray, fx: np.ndarray) -> FitResult:
+def _fit_result(eng: _Engine, r: dict, i: int, fx: np.ndarray) -> FitResult:
     x = r["x"][i]
     nll = float(r["fun"][i])
     if not np.isfinite(nll) or not np.all(np.isfinite(x)):
         raise FitError(f"fit ended at a non-finite NLL ({nll}); check the data and the start point")
-    H = np.asarray(eng.hess_j(*_jnp(x, d), eng.nominal))
+    H = np.asarray(r["hessian"][i])
     cov, corr = _covariance(H, fx)
     ok = _check(r["converged"][i], "fit")
     return FitResult(list(eng.m.par_names), x, nll, cov, corr, ok, int(r["niter"][i]), float(r["grad_norm"][i]), fx, H)
@@ -507,7 +540,7 @@ def profile(model: Any, poi_values: Sequence[float] | np.ndarray, data: Any = No
     F = np.repeat(fx[None].astype(float), n + 1, axis=0)
     F[1:, poi] = 1.0
     r = eng.solve_many(X0, lo, hi, F, d)  # the global fit and every grid point in one call
-    g = _fit_result(eng, r, 0, d, fx)
+    g = _fit_result(eng, r, 0, fx)
     nll = r["fun"][1:]
     ok = r["converged"][1:]
     _check(ok, "profile")
@@ -546,7 +579,7 @@ def asimov_data(model: Any, poi_value: float, data: Any = None, *, return_fitted
         >>> a = hf2ppl.infer.frequentist.asimov_data(m, 0.0)  # doctest: +SKIP
     """
     eng = _engine(model)
-    poi = eng.need_poi("asimov_data")
+    poi = eng.need_poi("asimov_data", free=False)
     x0, lo, hi, fx = eng.setup(init, bounds, fixed)
     x0[poi] = poi_value
     fm = fx.astype(float)
@@ -569,8 +602,6 @@ def _asymptotic_results(eng: _Engine, mus: np.ndarray, d: np.ndarray, opts: tupl
 
 
 def _toy_results(eng: _Engine, mu: float, d: np.ndarray, opts: tuple, test_stat: str, ntoys: int, seed: int) -> dict:
-    import jax
-
     x0, lo, hi, fx = opts
     poi = eng.poi
     f0 = fx.astype(float)
@@ -581,8 +612,8 @@ def _toy_results(eng: _Engine, mu: float, d: np.ndarray, opts: tuple, test_stat:
     # observed: free fit and fixed-POI fit; the toy-generating fits at mu and at the background hypothesis
     r0 = eng.solve_many(np.stack([x0, xs, xb]), lo, hi, np.stack([f0, fm, fm]), d)
     t_obs = float(eng.tstat_np(mu, r0["fun"][1], r0["fun"][0], r0["x"][0][poi], test_stat))
-    key_s, key_b = jax.random.split(jax.random.PRNGKey(seed))
-    toys = np.concatenate([_sample_toys(eng, key_s, r0["x"][1], ntoys), _sample_toys(eng, key_b, r0["x"][2], ntoys)])
+    rng = np.random.default_rng(seed)
+    toys = np.concatenate([_sample_toys(eng, rng, r0["x"][1], ntoys), _sample_toys(eng, rng, r0["x"][2], ntoys)])
     n = toys.shape[0]
     X = np.concatenate([np.repeat(x0[None], n, axis=0), np.repeat(xs[None], n, axis=0)])
     F = np.concatenate([np.repeat(f0[None], n, axis=0), np.repeat(fm[None], n, axis=0)])
@@ -610,27 +641,21 @@ def _toy_results(eng: _Engine, mu: float, d: np.ndarray, opts: tuple, test_stat:
     )
 
 
-def _sample_toys(eng: _Engine, key, x, ntoys: int):
+def _sample_toys(eng: _Engine, rng: np.random.Generator, x: np.ndarray, ntoys: int) -> np.ndarray:
     """Toy datasets (main + aux, pyhf layout) drawn at parameters ``x``: Poisson main counts,
     Normal aux for normal constraints, Poisson aux for Poisson constraints (as pyhf's ``make_pdf(...).sample``)."""
-    import jax
-    import jax.numpy as jnp
-
     ir = eng.m.ir
-    lam = eng._expected_j(_jnp(x)[0], eng.nominal)
-    k1, k2, k3 = jax.random.split(key, 3)
-    main = jax.random.poisson(k1, lam[: eng.B], shape=(ntoys, eng.B)).astype(lam.dtype)
+    lam = eng.expected(x)
+    main = rng.poisson(lam[: eng.B], size=(ntoys, eng.B)).astype(float)
     if not eng.A:
-        return np.asarray(main)
-    aux = jnp.zeros((ntoys, eng.A), dtype=lam.dtype)
+        return main
+    aux = np.zeros((ntoys, eng.A))
     if ir.normal_idx.shape[0]:
-        sig = jnp.asarray(ir.normal_sigma, dtype=lam.dtype)
-        z = jax.random.normal(k2, (ntoys, ir.normal_idx.shape[0]), dtype=lam.dtype)
-        aux = aux.at[:, ir.normal_auxpos].set(x[ir.normal_idx] + sig * z)
+        aux[:, ir.normal_auxpos] = x[ir.normal_idx] + ir.normal_sigma * rng.standard_normal((ntoys, ir.normal_idx.shape[0]))
     if ir.poisson_idx.shape[0]:
         rate = lam[eng.B:][ir.poisson_auxpos]
-        aux = aux.at[:, ir.poisson_auxpos].set(jax.random.poisson(k3, rate, shape=(ntoys, rate.shape[0])).astype(lam.dtype))
-    return np.asarray(jnp.concatenate([main, aux], axis=1))
+        aux[:, ir.poisson_auxpos] = rng.poisson(rate, size=(ntoys, rate.shape[0]))
+    return np.concatenate([main, aux], axis=1)
 
 
 def hypotest(
@@ -659,7 +684,8 @@ def hypotest(
 
     ``calctype="asymptotics"``: Wald approximation with the Asimov dataset at μ=0 (μ=1 for q0), as pyhf's
     ``AsymptoticCalculator`` (``calc_base_dist="normal"``). ``calctype="toys"``: ``ntoys`` toys per hypothesis
-    drawn from the fixed-POI fits (at ``poi_value`` and at 0, or 1 for q0) and fitted in one vmapped batch,
+    drawn from the fixed-POI fits (at ``poi_value`` and at 0, or 1 for q0; numpy RNG seeded by ``seed``) and
+    fitted in one vmapped batch,
     as pyhf's ``ToyCalculator`` (empirical tail fractions; expected band from percentiles).
 
     Example:
