@@ -2,8 +2,11 @@
 
 Example:
     >>> import hf2ppl
-    >>> m = hf2ppl.compile("../shared/workspaces/2_bin_corr.json", target="numpyro")  # doctest: +SKIP
-    >>> m.logdensity(m.init_params())  # doctest: +SKIP
+    >>> m = hf2ppl.compile(hf2ppl.example("2_bin_corr.json"), target="numpyro")
+    >>> m.par_names
+    ['correlated_bkg_uncertainty', 'mu']
+    >>> m.logdensity(m.init_params()).shape  # log posterior at the initial point: a JAX scalar
+    ()
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from .workspace import Spec, load, load_patchset
 __all__ = [
     "load",
     "load_patchset",
+    "example",
     "build",
     "compile",
     "CompiledModel",
@@ -60,6 +64,23 @@ def __getattr__(name: str):
 TARGETS = ("numpyro", "pymc")
 
 
+def example(name: str = "2_bin_corr.json") -> str:
+    """Path of a workspace bundled with hf2ppl (``2_bin_corr.json``, ``all_modifiers_2channel.json``).
+
+    Example:
+        >>> import hf2ppl
+        >>> hf2ppl.example().endswith("2_bin_corr.json")
+        True
+    """
+    from importlib import resources
+
+    path = resources.files("hf2ppl") / "examples" / name
+    if not path.is_file():
+        available = sorted(p.name for p in (resources.files("hf2ppl") / "examples").iterdir() if p.name.endswith(".json"))
+        raise errors.WorkspaceError(f"no bundled example {name!r}; available: {available}")
+    return str(path)
+
+
 def compile(
     workspace: Any,
     target: str = "numpyro",
@@ -85,8 +106,13 @@ def compile(
         A compiled model (:class:`~hf2ppl.targets.numpyro.NumPyroModel` or the PyMC one), same attributes for both.
 
     Example:
-        >>> m = hf2ppl.compile("../shared/workspaces/2_bin_corr.json", constraints="aux")  # doctest: +SKIP
-        >>> float(m.logdensity(m.suggested_init()))  # equals pyhf's model.logpdf  # doctest: +SKIP
+        >>> import hf2ppl, pyhf, json
+        >>> m = hf2ppl.compile(hf2ppl.example(), constraints="aux")
+        >>> ws = pyhf.Workspace(json.load(open(hf2ppl.example())))
+        >>> model = ws.model()
+        >>> x = model.config.suggested_init()
+        >>> bool(abs(float(m.logdensity(x)) - float(model.logpdf(x, ws.data(model))[0])) < 1e-12)
+        True
     """
     if target not in TARGETS:
         raise errors.ParameterError(f"target must be one of {TARGETS}, got {target!r}")

@@ -380,9 +380,13 @@ def load(
 
     Example:
         >>> import hf2ppl
-        >>> spec = hf2ppl.load("../shared/workspaces/2_bin_corr.json")  # doctest: +SKIP
-        >>> spec.poi  # doctest: +SKIP
+        >>> spec = hf2ppl.load(hf2ppl.example())
+        >>> spec.poi
         'mu'
+        >>> hf2ppl.load(hf2ppl.example(), measurement="nope")
+        Traceback (most recent call last):
+        ...
+        hf2ppl.errors.MeasurementError: at /measurements: no measurement named 'nope'; available: ['Measurement']
     """
     if isinstance(source, Spec):
         doc = copy.deepcopy(source.workspace)
