@@ -8,15 +8,13 @@ Uses the bundled thesis model (2_bin_corr) by default.
 from __future__ import annotations
 
 import sys
-from importlib import resources
-
 import arviz as az
 import numpy as np
 
 import hf2ppl
 from hf2ppl import priors
 
-path = sys.argv[1] if len(sys.argv) > 1 else str(resources.files("hf2ppl") / "examples" / "2_bin_corr.json")
+path = sys.argv[1] if len(sys.argv) > 1 else hf2ppl.example("2_bin_corr.json")
 
 # --- frequentist: pyhf's likelihood (constraint terms as auxiliary measurements)
 freq = hf2ppl.compile(path, target="numpyro", constraints="aux")

@@ -13,16 +13,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib import resources
-from pathlib import Path
 
 import numpy as np
-
-EXAMPLE = "2_bin_corr.json"
-
-
-def _example_path() -> Path:
-    return Path(str(resources.files("hf2ppl") / "examples" / EXAMPLE))
 
 
 def _load_kwargs(args) -> dict:
@@ -108,7 +100,9 @@ def cmd_sample(args) -> None:
 
 def cmd_run(args) -> None:
     if args.workspace is None:
-        args.workspace = str(_example_path())
+        from . import example
+
+        args.workspace = example()
     cmd_inspect(args)
     cmd_fit(args)
     if not args.no_limits:
