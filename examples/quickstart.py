@@ -8,6 +8,7 @@ Uses the bundled thesis model (2_bin_corr) by default.
 from __future__ import annotations
 
 import sys
+
 import arviz as az
 import numpy as np
 
