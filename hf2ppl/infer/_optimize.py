@@ -63,10 +63,14 @@ def _proj_grad_norm(x, g, lo, hi, fixed):
     return jnp.max(jnp.abs(pg)) if x.shape[0] else jnp.zeros((), x.dtype)
 
 
-def make_solver(objective: Callable, *, maxiter: int = 200, gtol: float = 1e-9) -> Callable:
+def make_solver(objective: Callable, *, maxiter: int = 200, gtol: float = 1e-9, curvature: Callable | None = None,
+                with_hessian: bool = True) -> Callable:
     """Build ``solve(x0, lo, hi, fixed, *args) -> SolveResult`` minimising ``objective(x, *args)``.
 
-    ``fixed`` is a float mask (1.0 = keep at ``x0``). ``args`` (data, nominal yields...) are
+    ``fixed`` is a float mask (1.0 = keep at ``x0``). ``curvature(x, *args)``, if given, replaces the exact
+    Hessian as the model matrix of the iterations (e.g. a Gauss-Newton matrix, much cheaper for models with
+    hundreds of parameters); the gradient, the convergence test and the returned Hessian stay exact.
+    ``with_hessian=False`` (only with ``curvature``) skips the final exact Hessian (``hessian`` is then None). ``args`` (data, nominal yields...) are
     differentiable through the custom VJP (implicit function theorem); ``x0, lo, hi, fixed`` are not.
 
     Example:
@@ -118,7 +122,11 @@ def make_solver(objective: Callable, *, maxiter: int = 200, gtol: float = 1e-9) 
 
         def body(s):
             x, f, g, H, lam, xt = s["x"], s["f"], s["g"], s["H"], s["lam"], s["xt"]
-            ft, gt, Ht = fgh(xt, *args)
+            if curvature is None:
+                ft, gt, Ht = fgh(xt, *args)
+            else:
+                ft, gt = value_and_grad(xt, *args)
+                Ht = curvature(xt, *args)
             st = xt - x
             first = ~jnp.isfinite(f)
             pred = jnp.where(first, 0.0, -(g @ st + 0.5 * st @ (H @ st)))
@@ -151,7 +159,8 @@ def make_solver(objective: Callable, *, maxiter: int = 200, gtol: float = 1e-9) 
         x, f, g = s["x"], s["f"], s["g"]
         pgn = _proj_grad_norm(x, g, lo, hi, fixed)
         ok = jnp.isfinite(f) & (pgn <= 1e3 * gtol)
-        return SolveResult(x, f, pgn, s["it"], ok, s["H"])
+        H = s["H"] if curvature is None else (fgh(x, *args)[2] if with_hessian else None)
+        return SolveResult(x, f, pgn, s["it"], ok, H)
 
     @jax.custom_vjp
     def solve(x0, lo, hi, fixed, *args):
