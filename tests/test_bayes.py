@@ -435,3 +435,25 @@ def test_layout_bijections_match_numpyro_biject_to(name):
 
     for w in (10, 20, 150, 1000, 1234):
         np.testing.assert_array_equal(stan_schedule(w), np.asarray(build_schedule(w)).reshape(w, 2))
+
+
+def test_fixed_nuisance_parameter_matches_1d_grid():
+    """A parameter fixed in the measurement stays at its init: posterior of mu from a 1-D grid."""
+    spec = ws("2_bin_corr.json")
+    spec["measurements"][0]["config"]["parameters"] = [{"name": "correlated_bkg_uncertainty", "fixed": True, "inits": [0.5]}]
+    m = hf2ppl.compile(spec, priors={"mu": P.Uniform(0, 5)})
+    assert [p.name for p in m.free_parameters] == ["mu"]
+    idata = hf2ppl.sample(m, chains=4, draws=3000, warmup=500, seed=3, prior=False)
+    assert list(idata.posterior.data_vars) == ["mu"]
+    mu = np.linspace(0, 5, 20001)
+    logp = -neg_logpost_np(ws("2_bin_corr.json"), mu, np.full_like(mu, 0.5))
+    cdf = integrate.cumulative_trapezoid(np.exp(logp - logp.max()), mu, initial=0.0)
+    ref = np.interp([0.16, 0.5, 0.84], cdf / cdf[-1], mu)
+    np.testing.assert_allclose(np.quantile(idata.posterior.mu.values, [0.16, 0.5, 0.84]), ref, atol=0.025)
+
+
+def test_float32_model_samples():
+    m = hf2ppl.compile(ws("hello_world_shapesys.json"), dtype="float32")
+    idata = hf2ppl.sample(m, chains=2, draws=300, warmup=300, seed=0)
+    assert np.all(np.isfinite(idata.posterior.mu.values))
+    assert int(idata.sample_stats.diverging.sum()) == 0

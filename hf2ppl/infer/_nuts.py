@@ -225,7 +225,7 @@ class Layout:
 
         def logdensity(z, data=data):
             x, ld = self.constrain(z)
-            return m.logdensity_flat(self.full(x), data) + ld
+            return (m.logdensity_flat(self.full(x), data) + ld).astype(z.dtype)
 
         return logdensity
 

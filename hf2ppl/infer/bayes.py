@@ -35,6 +35,14 @@ def _check_numpyro_model(model: Any) -> None:
         raise ParameterError(f"expected a model compiled with target='numpyro', got {getattr(model, 'target', type(model).__name__)!r}")
 
 
+def _sampler_dtype(model: Any) -> str:
+    """The sampler's float dtype: the model's, except float64 whenever JAX runs with x64 (BlackJAX's
+    trajectory code creates default-dtype constants, which would mix float64 into a float32 chain)."""
+    import jax
+
+    return "float64" if jax.config.jax_enable_x64 else model.dtype
+
+
 def _layout(model: Any) -> Layout:
     return get_layout(model)
 
@@ -104,7 +112,7 @@ def sample(
     rng = np.random.default_rng([seed, 7])
     x0 = layout.init_x()
     jitter = float(opts.get("init_jitter", 0.5))
-    noise = rng.uniform(-jitter, jitter, (chains, layout.n)).astype(model.dtype)
+    noise = rng.uniform(-jitter, jitter, (chains, layout.n)).astype(_sampler_dtype(model))
     x_prior = draw_prior(model, PRIOR_DRAWS, rng) if prior else None
     if backend == "blackjax":
         x, stats, sampler = _run_blackjax(model, layout, method, draws, warmup, opts, progress, seed, x0, noise)
