@@ -60,8 +60,12 @@ def _components(idata) -> list[tuple[str, str, np.ndarray]]:
             out.append((name, name, np.asarray(da.values)))
             continue
         flat = da.stack(_c=extra)
-        for i, coord in enumerate(flat.coords["_c"].values):
-            lab = coord if isinstance(coord, str) else "/".join(map(str, np.atleast_1d(coord)))
+        labs = [c if isinstance(c, str) else "/".join(map(str, np.atleast_1d(c))) for c in flat.coords["_c"].values]
+        # "SR[3]" labels of one channel only: keep the bin ("name[3]") to keep plot labels short
+        heads = {lab.split("[", 1)[0] for lab in labs}
+        if len(heads) == 1 and all(lab.endswith("]") and "[" in lab for lab in labs):
+            labs = [lab.split("[", 1)[1][:-1] for lab in labs]
+        for i, lab in enumerate(labs):
             out.append((name, f"{name}[{lab}]", np.asarray(flat.values[..., i])))
     return out
 
@@ -127,19 +131,19 @@ def corner_plot(comps) -> bytes:
                 for v, ls in zip(q, ("--", "-", "--")):
                     ax.axvline(v, color="k", lw=0.8, ls=ls)
                 ax.set_yticks([])
-                ax.set_title(f"{labels[i]} = {q[1]:.3g}$^{{+{q[2] - q[1]:.2g}}}_{{-{q[1] - q[0]:.2g}}}$", fontsize=8)
+                ax.set_title(f"{labels[i]}\n= {q[1]:.3g}$^{{+{q[2] - q[1]:.2g}}}_{{-{q[1] - q[0]:.2g}}}$", fontsize=7)
             else:
                 ax.hist2d(data[j], data[i], bins=40, cmap="Blues")
             if i == n - 1:
-                ax.set_xlabel(labels[j], fontsize=8)
+                ax.set_xlabel(labels[j], fontsize=7)
             else:
                 ax.set_xticklabels([])
             if j == 0 and i > 0:
-                ax.set_ylabel(labels[i], fontsize=8)
+                ax.set_ylabel(labels[i], fontsize=7)
             elif j > 0:
                 ax.set_yticklabels([])
             ax.tick_params(labelsize=7)
-    fig.subplots_adjust(wspace=0.05, hspace=0.05)
+    fig.subplots_adjust(wspace=0.06, hspace=0.3 if n > 1 else 0.05)
     return _png(fig)
 
 
