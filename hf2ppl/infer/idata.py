@@ -62,6 +62,21 @@ def lam_ll_fn(model: Any):
     return cache["lam_ll"]
 
 
+LAM_BLOCK = 2048  # rows per call of the jitted expected-counts function (one compiled shape)
+
+
+def lam_ll_blocks(model: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`lam_ll` of rows ``x`` (N, n) in fixed-size blocks: one compiled shape for any N."""
+    fn = lam_ll_fn(model)
+    N = x.shape[0]
+    pad = (-N) % LAM_BLOCK
+    xp = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)]) if pad and N else x
+    outs = [fn(xp[i:i + LAM_BLOCK]) for i in range(0, xp.shape[0], LAM_BLOCK)]  # dispatched asynchronously
+    lam = np.concatenate([np.asarray(o[0]) for o in outs])[:N]
+    ll = np.concatenate([np.asarray(o[1]) for o in outs])[:N]
+    return lam, ll
+
+
 def prior_for_draws(model: Any) -> dict[str, Any]:
     """A proper :mod:`hf2ppl.priors` object per free set to draw the ``prior`` group from.
 
@@ -190,13 +205,14 @@ def assemble(model: Any, x: np.ndarray, *, sample_stats: dict[str, np.ndarray] |
             ss[k] = (("chain", "draw"), v)
         groups["sample_stats"] = xr.Dataset(ss, coords={"chain": np.arange(C), "draw": np.arange(D)}, attrs=attrs)
     need_post = (predictive or log_likelihood) and (lam is None or loglik is None)
+    x = np.asarray(x)
     if prior and x_prior is None:
         x_prior = draw_prior(model, prior_samples or 1000, rng)
     need_prior = prior and lam_prior is None
     if need_post or need_prior:  # one call (one compile) for posterior and prior draws
         C, D, n = x.shape
         parts = ([np.reshape(x, (C * D, n))] if need_post else []) + ([np.asarray(x_prior)] if need_prior else [])
-        lam_all, ll_all = (np.asarray(a) for a in lam_ll_fn(model)(np.concatenate(parts)))
+        lam_all, ll_all = lam_ll_blocks(model, np.concatenate(parts))
         if need_post:
             lam, loglik = lam_all[:C * D].reshape(C, D, -1), ll_all[:C * D].reshape(C, D, -1)
         if need_prior:
