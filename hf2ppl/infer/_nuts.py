@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Layout", "make_step", "blackjax_chain_fn", "ChunkedSampler", "auto_progress", "Progress", "get_cache", "KERNEL_ALIASES"]
+__all__ = ["Layout", "make_step", "blackjax_chain_fn", "ChunkedSampler", "auto_progress", "Progress", "get_cache", "get_layout",
+           "stan_schedule", "KERNEL_ALIASES"]
 
 #: user-facing kernel kwargs → canonical names
 KERNEL_ALIASES = {
