@@ -293,6 +293,7 @@ def test_graph_is_native_pytensor():
 
 
 # ------------------------------------------------------------------ prior predictive
+@pytest.mark.filterwarnings("ignore:The effect of Potentials")  # aux mode: the constant flat_<set> potentials
 @pytest.mark.parametrize("constraints", ["prior", "aux"])
 def test_prior_predictive_shapes_and_dims(constraints):
     import pymc as pm
