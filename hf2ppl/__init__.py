@@ -36,7 +36,7 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-# Inference entry points live in hf2ppl.infer / hf2ppl.report and are imported lazily,
+# Inference entry points live in hf2ppl.infer / hf2ppl.reporting and are imported lazily,
 # so that `import hf2ppl` stays light.
 _LAZY = {
     "fit": "hf2ppl.infer.frequentist",
@@ -53,7 +53,7 @@ _LAZY = {
     "sample": "hf2ppl.infer.bayes",
     "svi": "hf2ppl.infer.bayes",
     "map_estimate": "hf2ppl.infer.bayes",
-    "report": "hf2ppl.report",
+    "report": "hf2ppl.reporting",
 }
 __all__ += list(_LAZY)
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import sys as _sys
-import types as _types
 from pathlib import Path
 from typing import Any
 
@@ -288,14 +286,3 @@ def report(idata: Any, model: Any = None, path: str | Path = "report.html", *, m
         target = path
     target.write_text(page, encoding="utf-8")
     return target
-
-
-# ``hf2ppl.report`` is both this module and (lazily, through hf2ppl.__getattr__) the function above.
-# Once the module is imported, Python binds the package attribute ``report`` to the module, so the
-# module itself is made callable: ``hf2ppl.report(idata, model, path)`` works either way.
-class _CallableModule(_types.ModuleType):
-    def __call__(self, idata: Any, model: Any = None, path: str | Path = "report.html", **kwargs: Any) -> Path:
-        return report(idata, model, path, **kwargs)
-
-
-_sys.modules[__name__].__class__ = _CallableModule
