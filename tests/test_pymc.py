@@ -350,6 +350,9 @@ def test_hf2ppl_sample_dispatches_to_pymc(uncorr_pair):
     pm_m, _ = uncorr_pair
     idata = hf2ppl.sample(pm_m, chains=1, draws=30, warmup=30, seed=0, nuts_sampler="pymc", target_accept=0.9)
     assert idata.posterior.attrs["target"] == "pymc" and idata.posterior.mu.shape == (1, 30)
+    lean = hf2ppl.sample(pm_m, chains=1, draws=30, warmup=30, seed=0, nuts_sampler="pymc",
+                         prior=False, predictive=False, log_likelihood=False)
+    assert not {"prior", "posterior_predictive", "log_likelihood"} & set(lean.groups())
 
 
 def test_sample_pymc_aux_mode_and_expected():

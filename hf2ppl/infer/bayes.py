@@ -87,7 +87,7 @@ def sample(
         :mod:`hf2ppl.infer.idata` for names and dims).
 
     Example:
-        >>> m = hf2ppl.compile("../shared/workspaces/2_bin_corr.json")  # doctest: +SKIP
+        >>> m = hf2ppl.compile(hf2ppl.example("2_bin_corr.json"))  # doctest: +SKIP
         >>> idata = hf2ppl.sample(m, chains=2, draws=2000)  # doctest: +SKIP
         >>> az.summary(idata, var_names=["mu"])  # doctest: +SKIP
     """
@@ -95,7 +95,8 @@ def sample(
         from .pymc_sampling import sample_pymc  # noqa: PLC0415 - built by the PyMC target
 
         return sample_pymc(model, chains=chains, draws=draws, warmup=warmup, seed=seed,
-                           nuts_sampler=kernel_kwargs.pop("nuts_sampler", "pymc"), progress=progress, **kernel_kwargs)
+                           nuts_sampler=kernel_kwargs.pop("nuts_sampler", "pymc"), progress=progress,
+                           predictive=predictive, log_likelihood=log_likelihood, prior=prior, **kernel_kwargs)
     _check_numpyro_model(model)
     if backend not in BACKENDS:
         raise ParameterError(f"backend must be one of {BACKENDS}, got {backend!r}")
