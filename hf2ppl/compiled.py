@@ -57,6 +57,7 @@ class CompiledModel:
         self._prior_plan = _priors.PriorPlan(ir, plan)
         self._init = ir.init
         self._free = ir.free_index
+        self._site_index = {p.name: p.start + np.flatnonzero(p.free_mask) for p in self.free_parameters}
 
     # ------------------------------------------------------------ metadata
     @property
@@ -121,6 +122,34 @@ class CompiledModel:
                 f"parameters={ir.npars} (free {len(self._free)}) poi={ir.poi_name!r}>")
 
     # ------------------------------------------------------------ parameter handling (array-library neutral)
+    def _param_assignments(self, params: Mapping) -> list[tuple[Any, Any, int]]:
+        """Validate a ``{parameter set: value}`` dict; return ``(flat indices, value, n)`` per entry.
+
+        A value has either all components of its set or only the free ones (a sample site's shape);
+        every free set must be present. Targets write the values into their own arrays.
+        """
+        pmap = self.ir.par_map
+        out = []
+        for name, value in params.items():
+            if name not in pmap:
+                raise ParameterError(f"unknown parameter {name!r}; parameters: {list(pmap)[:20]}")
+            p = pmap[name]
+            n = int(np.prod(np.shape(value)))
+            if n == p.size:
+                out.append((p.slice, value, n))
+            elif n == p.n_free:
+                out.append((self._site_index[name], value, n))
+            else:
+                raise ParameterError(f"parameter {name!r} got {n} values; it has {p.size} components ({p.n_free} free)")
+        missing = [p.name for p in self.free_parameters if p.name not in params]
+        if missing:
+            raise ParameterError(f"params lacks free parameters {missing[:10]}; give every free parameter set or a flat array")
+        return out
+
+    def _check_flat(self, shape: tuple) -> None:
+        if tuple(shape[-1:]) != (self.ir.npars,):
+            raise ParameterError(f"flat params must have {self.ir.npars} entries (par_names order), got shape {tuple(shape)}")
+
     def _split_data(self, data: Any):
         """Return (main, aux) arrays from None / pyhf layout / main only / dict by channel."""
         if data is None:

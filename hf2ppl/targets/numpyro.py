@@ -132,7 +132,6 @@ class NumPyroModel(CompiledModel):
         self._xp = jax_namespace()
         self._T = hf.tensors(ir, dtype)
         self._jinit = jnp.asarray(ir.init, dtype=dtype)
-        self._site_index = {p.name: p.start + np.flatnonzero(p.free_mask) for p in self.free_parameters}
         self._dists: dict[str, Any] | None = None
         self.model = self._model
 
@@ -143,26 +142,11 @@ class NumPyroModel(CompiledModel):
 
         if isinstance(params, Mapping):
             theta = self._jinit
-            pmap = self.ir.par_map
-            for name, value in params.items():
-                if name not in pmap:
-                    raise ParameterError(f"unknown parameter {name!r}; parameters: {list(pmap)[:20]}")
-                p = pmap[name]
-                value = jnp.asarray(value, dtype=self.dtype)
-                n = int(np.prod(jnp.shape(value))) if jnp.ndim(value) else 1
-                if n == p.size:
-                    theta = theta.at[p.slice].set(jnp.reshape(value, (p.size,)))
-                elif n == p.n_free:
-                    theta = theta.at[self._site_index[name]].set(jnp.reshape(value, (p.n_free,)))
-                else:
-                    raise ParameterError(f"parameter {name!r} got {n} values; it has {p.size} components ({p.n_free} free)")
-            missing = [p.name for p in self.free_parameters if p.name not in params]
-            if missing:
-                raise ParameterError(f"params lacks free parameters {missing[:10]}; give every free parameter set or a flat array")
+            for idx, value, n in self._param_assignments(params):
+                theta = theta.at[idx].set(jnp.reshape(jnp.asarray(value, dtype=self.dtype), (n,)))
             return theta
         theta = jnp.asarray(params, dtype=self.dtype)
-        if theta.shape[-1:] != (self.ir.npars,):
-            raise ParameterError(f"flat params must have {self.ir.npars} entries (par_names order), got shape {theta.shape}")
+        self._check_flat(theta.shape)
         return theta
 
     def from_free(self, free):

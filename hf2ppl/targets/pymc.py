@@ -141,7 +141,6 @@ class PyMCModel(CompiledModel):
         super().__init__(spec, ir, constraints, priors, dtype)
         self._xp = pytensor_namespace()
         self._T = hf.tensors(ir, dtype)
-        self._site_index = {p.name: p.start + np.flatnonzero(p.free_mask) for p in self.free_parameters}
         self._fns: dict[str, Any] = {}
         self.model = self._build()
 
@@ -222,25 +221,13 @@ class PyMCModel(CompiledModel):
         """Full flat parameter vector (``par_names`` order) from a dict or a flat array (numpy)."""
         if isinstance(params, Mapping):
             theta = np.asarray(self.ir.init, dtype=self.dtype).copy()
-            pmap = self.ir.par_map
-            for name, value in params.items():
-                if name not in pmap:
-                    raise ParameterError(f"unknown parameter {name!r}; parameters: {list(pmap)[:20]}")
-                p = pmap[name]
-                value = np.asarray(value, dtype=self.dtype).reshape(-1)
-                if value.size == p.size:
-                    theta[p.slice] = value
-                elif value.size == p.n_free:
-                    theta[self._site_index[name]] = value
-                else:
-                    raise ParameterError(f"parameter {name!r} got {value.size} values; it has {p.size} components ({p.n_free} free)")
-            missing = [p.name for p in self.free_parameters if p.name not in params]
-            if missing:
-                raise ParameterError(f"params lacks free parameters {missing[:10]}; give every free parameter set or a flat array")
+            for idx, value, _ in self._param_assignments(params):
+                theta[idx] = np.asarray(value, dtype=self.dtype).reshape(-1)
             return theta
         theta = np.asarray(params, dtype=self.dtype)
-        if theta.shape != (self.ir.npars,):
+        if theta.ndim != 1:
             raise ParameterError(f"flat params must have {self.ir.npars} entries (par_names order), got shape {theta.shape}")
+        self._check_flat(theta.shape)
         return theta
 
     def point(self, params: Any) -> dict[str, np.ndarray]:
