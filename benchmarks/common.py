@@ -59,22 +59,21 @@ def timed(fn, *args):
     return time.perf_counter() - t0, out
 
 
-def nbin_workspace(n: int, seed: int = 0) -> dict:
-    """The thesis' n-bin model: signal + background with an uncorrelated shapesys (2_bin_uncorr pattern)."""
-    rng = np.random.default_rng(seed)
-    sig = rng.uniform(5, 15, n).round(3).tolist()
-    bkg = rng.uniform(40, 70, n).round(3).tolist()
-    unc = (np.asarray(bkg) * rng.uniform(0.05, 0.2, n)).round(3).tolist()
-    obs = (np.asarray(bkg) + rng.uniform(0, 10, n)).round().tolist()
-    return {
-        "channels": [{"name": "singlechannel", "samples": [
-            {"name": "signal", "data": sig, "modifiers": [{"name": "mu", "type": "normfactor", "data": None}]},
-            {"name": "background", "data": bkg, "modifiers": [{"name": "uncorr_bkguncrt", "type": "shapesys", "data": unc}]},
-        ]}],
-        "observations": [{"name": "singlechannel", "data": obs}],
-        "measurements": [{"name": "Measurement", "config": {"poi": "mu", "parameters": []}}],
-        "version": "1.0.0",
-    }
+def nbin_workspace(nbins: int) -> dict:
+    """The thesis' n-bin model (reference 000 §5.2.2): ``pyhf.simplemodels.uncorrelated_background``
+    with signal 5 per bin, background U(40, 60), 10% uncorrelated (shapesys) uncertainty, observed =
+    background + 3, as a workspace dict. n bins -> n + 1 free parameters."""
+    import pyhf
+
+    rng = np.random.default_rng(nbins)
+    sig = list(np.full(nbins, 5.0))
+    bkg = list(np.round(rng.uniform(40, 60, nbins), 1))
+    unc = list(np.round(np.asarray(bkg) * 0.1, 2))
+    pyhf.set_backend("numpy")
+    model = pyhf.simplemodels.uncorrelated_background(signal=sig, bkg=bkg, bkg_uncertainty=unc)
+    obs = list(np.round(np.asarray(bkg) + 3.0))
+    return {"channels": model.spec["channels"], "observations": [{"name": "singlechannel", "data": obs}],
+            "measurements": [{"name": "m", "config": {"poi": "mu", "parameters": []}}], "version": "1.0.0"}
 
 
 def shared_workspaces() -> dict[str, dict]:

@@ -25,28 +25,14 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 warnings.filterwarnings("ignore")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import nbin_workspace  # noqa: E402
+
 WS = Path(os.environ.get("HF2PPL_SHARED", ROOT.parent / "shared")) / "workspaces" / "2_bin_corr.json"
 SAMPLERS = ("pymc", "numpyro", "blackjax", "nutpie")
-
-
-def nbin_workspace(nbins: int) -> dict:
-    """pyhf.simplemodels.uncorrelated_background with ``nbins`` bins as a workspace dict (same recipe as sampling.py)."""
-    import pyhf
-
-    rng = np.random.default_rng(nbins)
-    sig = list(np.full(nbins, 5.0))
-    bkg = list(np.round(rng.uniform(40, 60, nbins), 1))
-    unc = list(np.round(np.asarray(bkg) * 0.1, 2))
-    pyhf.set_backend("numpy")
-    model = pyhf.simplemodels.uncorrelated_background(signal=sig, bkg=bkg, bkg_uncertainty=unc)
-    obs = list(np.round(np.asarray(bkg) + 3.0))
-    return {"channels": model.spec["channels"], "observations": [{"name": "singlechannel", "data": obs}],
-            "measurements": [{"name": "m", "config": {"poi": "mu", "parameters": []}}], "version": "1.0.0"}
 
 
 def _ess(idata) -> tuple[float, float]:
