@@ -203,6 +203,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer models and repeats")
     ap.add_argument("--full", action="store_true", help="also run pyhf numpy on the largest models (slow)")
+    ap.add_argument("--only", default="", help="run only the models whose name contains this string")
     ap.add_argument("--budget", type=float, default=40.0, help="seconds allowed per pyhf measurement before extrapolating")
     args = ap.parse_args()
 
@@ -220,8 +221,11 @@ def main() -> None:
     t0 = time.time()
     rows = []
     for name, ws in models(args.quick):
+        if args.only and args.only not in name:
+            continue
         print(f"... {name}", flush=True)
         rows.append(bench_model(name, ws, args))
+        print("    " + json.dumps({k: (v if not isinstance(v, float) else round(v, 5)) for k, v in rows[-1].items()}, default=str), flush=True)
     hdr = ("| model | bins | pars | hypotest hf2ppl first / warm | pyhf-np | pyhf-jax first / warm | × np | × jax "
            "| UL hf2ppl warm | UL pyhf-np | UL pyhf-jax | × jax | ΔUL rel | scan50 hf2ppl first / warm | scan50 pyhf-np | scan50 pyhf-jax | × jax | ΔCLs rel |")
     print()

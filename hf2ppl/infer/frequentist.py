@@ -140,16 +140,22 @@ class _Engine:
             return -(lp + plan.logpdf(xp, x, m.dtype))
 
         self.nll = nll
+        # bytes of one problem's derivative intermediates ~ min(P, B) tangents x modifier slots x samples x bins
+        slots = sum(int(np.prod(getattr(ir, k).shape)) for k in ("factor_idx", "normsys_idx", "histosys_idx")) + ir.nominal.size
+        per_problem = 8.0 * min(self.P, self.B) * slots
+        self.max_batch = max(2, 1 << int(np.log2(max(2.0, 2e9 / per_problem))))
         curvature = None
         if self.P > _GN_MIN_PARS and not plan.groups:
             ir_ = ir
             nidx, nsig2 = ir_.normal_idx, jnp.asarray(ir_.normal_sigma, dtype=m.dtype) ** 2
             pidx, ppos = ir_.poisson_idx, ir_.poisson_auxpos
 
+            jac = jax.jacrev if B < self.P else jax.jacfwd  # fewer passes: min(bins, parameters)
+
             def curvature(x, data, nominal):
                 """Gauss-Newton matrix J^T diag(w) J + constraint Hessian (w = n/λ², floored at 0.1/λ)."""
                 lam = hf.expected_main(xp, T, x, nominal)
-                J = jax.jacrev(lambda y: hf.expected_main(xp, T, y, nominal))(x)
+                J = jac(lambda y: hf.expected_main(xp, T, y, nominal))(x)
                 n = data[:B]
                 w = jnp.maximum(n / lam**2, 0.1 / lam)
                 Hm = (J * w[:, None]).T @ J
@@ -204,6 +210,12 @@ class _Engine:
         n = X0.shape[0]
         F = np.broadcast_to(np.asarray(F, float), (n, self.P))
         D = np.broadcast_to(np.asarray(D, float), (n, self.B + self.A))
+        if n > self.max_batch:  # keep the memory of forward-mode derivatives bounded on big models
+            parts = [self.solve_many(X0[i:i + self.max_batch], lo, hi, F[i:i + self.max_batch], D[i:i + self.max_batch], hessian)
+                     for i in range(0, n, self.max_batch)]
+            out = {k: np.concatenate([p[k] for p in parts]) for k in ("x", "fun", "grad_norm", "niter", "converged")}
+            out["hessian"] = None if parts[0]["hessian"] is None else np.concatenate([np.asarray(p["hessian"]) for p in parts])
+            return out
         size = self.bucket(n)
         if size > n:
             pad = [0] * (size - n)
