@@ -179,14 +179,9 @@ class NumPyroModel(CompiledModel):
 
         theta = self.to_theta(params)
         main = hf.expected_main(self._xp, self._T, theta)
-        if not include_auxdata or not self.ir.auxdata.shape[0]:
+        if not include_auxdata:
             return main
-        aux = jnp.zeros(self.ir.auxdata.shape, dtype=self.dtype)
-        if self.ir.normal_idx.shape[0]:
-            aux = aux.at[self.ir.normal_auxpos].set(theta[self.ir.normal_idx])
-        if self.ir.poisson_idx.shape[0]:
-            aux = aux.at[self.ir.poisson_auxpos].set(theta[self.ir.poisson_idx] * self._T.poisson_factor)
-        return jnp.concatenate([main, aux])
+        return jnp.concatenate([main, hf.expected_auxdata(self._xp, self._T, theta)])
 
     def expected_rates(self, params: Any):
         """Expected rate per sample and bin, shape (samples, bins)."""

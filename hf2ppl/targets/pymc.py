@@ -311,11 +311,7 @@ class PyMCModel(CompiledModel):
         theta = pt.vector("theta", dtype=self.dtype)
         main = hf.expected_main(self._xp, self._T, theta)
         rates = hf.expected_rates(self._xp, self._T, theta)
-        aux = pt.zeros(self.ir.auxdata.shape, dtype=self.dtype)
-        if self.ir.normal_idx.shape[0]:
-            aux = pt.set_subtensor(aux[self.ir.normal_auxpos], theta[self.ir.normal_idx])
-        if self.ir.poisson_idx.shape[0]:
-            aux = pt.set_subtensor(aux[self.ir.poisson_auxpos], theta[self.ir.poisson_idx] * self._T.poisson_factor)
+        aux = hf.expected_auxdata(self._xp, self._T, theta)
         return pytensor.function([theta], [main, aux, rates], **self.compile_kwargs)
 
     def _expected(self, params):
