@@ -7,7 +7,8 @@ fixed-POI fits). "warm" = second call (compiled); "first" = first call including
 pyhf timings that would blow the time budget are extrapolated from a measured subset and marked "~".
 
 Usage:
-    python benchmarks/frequentist.py            # shared workspaces + generated 10/37/100/1000-bin models
+    python benchmarks/frequentist.py            # shared workspaces + generated 10/37/100-bin models (~8 min on 2 cores)
+    python benchmarks/frequentist.py --big      # + the 1000-bin, 200-NP model (slow: see RESULTS.md)
     python benchmarks/frequentist.py --quick    # fewer models, fewer repeats
 """
 
@@ -59,7 +60,7 @@ def generated_workspace(nbins: int, n_normsys: int, n_histosys: int, staterror: 
     }
 
 
-def models(quick: bool) -> list[tuple[str, dict]]:
+def models(quick: bool, big: bool = False) -> list[tuple[str, dict]]:
     out = []
     names = ["2_bin_corr", "all_modifiers_2channel"] if quick else ["2_bin_corr", "hello_world_shapesys", "all_modifiers_2channel", "litehf_multi_channel"]
     for n in names:
@@ -68,6 +69,7 @@ def models(quick: bool) -> list[tuple[str, dict]]:
     out.append(("gen 37 bins, 94 NP + staterror (132 pars)", generated_workspace(37, 47, 47, True)))
     if not quick:
         out.append(("gen 100 bins, 50 NP", generated_workspace(100, 25, 25, False)))
+    if big:
         out.append(("gen 1000 bins, 200 NP", generated_workspace(1000, 100, 100, False)))
     return out
 
@@ -203,6 +205,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer models and repeats")
     ap.add_argument("--full", action="store_true", help="also run pyhf numpy on the largest models (slow)")
+    ap.add_argument("--big", action="store_true", help="add the 1000-bin, 200-NP model (adds ~20 min on 2 cores)")
     ap.add_argument("--only", default="", help="run only the models whose name contains this string")
     ap.add_argument("--budget", type=float, default=40.0, help="seconds allowed per pyhf measurement before extrapolating")
     args = ap.parse_args()
@@ -220,7 +223,7 @@ def main() -> None:
         sys.exit("pyhf is required for the side-by-side benchmark")
     t0 = time.time()
     rows = []
-    for name, ws in models(args.quick):
+    for name, ws in models(args.quick, args.big):
         if args.only and args.only not in name:
             continue
         print(f"... {name}", flush=True)
