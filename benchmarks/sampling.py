@@ -108,19 +108,25 @@ def bench_hf2ppl_bare() -> dict:
     return row("hf2ppl.sample (no predictive/loglik/prior groups)", first, warm, ess_mu(idata.posterior.mu.values))
 
 
+def _corr_arrays():
+    """signal, background, histosys hi/lo and observed counts of 2_bin_corr as JAX arrays."""
+    import jax.numpy as jnp
+
+    spec = json.loads(WS.read_text())
+    ch = spec["channels"][0]
+    bkg = ch["samples"][1]
+    data = bkg["modifiers"][0]["data"]
+    return (jnp.asarray(ch["samples"][0]["data"]), jnp.asarray(bkg["data"]), jnp.asarray(data["hi_data"]),
+            jnp.asarray(data["lo_data"]), jnp.asarray(spec["observations"][0]["data"]))
+
+
 # ------------------------------------------------------------------ (b) hand-written BlackJAX
 def _corr_logdensity_unconstrained():
     """2_bin_corr in prior mode by hand: mu ~ U(0, 10) (logit), alpha ~ N(0, 1), histosys code 0."""
     import jax
     import jax.numpy as jnp
 
-    spec = json.loads(WS.read_text())
-    ch = spec["channels"][0]
-    s = jnp.asarray(ch["samples"][0]["data"])
-    b = jnp.asarray(ch["samples"][1]["data"])
-    hi = jnp.asarray(ch["samples"][1]["modifiers"][0]["data"]["hi_data"])
-    lo = jnp.asarray(ch["samples"][1]["modifiers"][0]["data"]["lo_data"])
-    n = jnp.asarray(spec["observations"][0]["data"])
+    s, b, hi, lo, n = _corr_arrays()
 
     def logdensity(z):
         u, alpha = z[0], z[1]
@@ -207,13 +213,7 @@ def bench_numpyro_handwritten() -> dict:
     import numpyro.distributions as dist
     from numpyro.infer import MCMC, NUTS
 
-    spec = json.loads(WS.read_text())
-    ch = spec["channels"][0]
-    s = jnp.asarray(ch["samples"][0]["data"])
-    b = jnp.asarray(ch["samples"][1]["data"])
-    hi = jnp.asarray(ch["samples"][1]["modifiers"][0]["data"]["hi_data"])
-    lo = jnp.asarray(ch["samples"][1]["modifiers"][0]["data"]["lo_data"])
-    n = jnp.asarray(spec["observations"][0]["data"])
+    s, b, hi, lo, n = _corr_arrays()
 
     def model():
         mu = numpyro.sample("mu", dist.Uniform(0.0, 10.0))

@@ -58,49 +58,41 @@ class Prior:
 
 
 @dataclass(frozen=True, repr=False)
-class Uniform(Prior):
-    """Uniform(low, high); ``Uniform()`` means uniform over the parameter's bounds."""
+class _OnBounds(Prior):
+    """A prior on an interval; without ``low``/``high`` the interval is the parameter's bounds."""
 
     low: Any = None
     high: Any = None
     params: ClassVar = ("low", "high")
     support: ClassVar = "interval"
 
-    def with_bounds(self, bounds: np.ndarray) -> Uniform:
+    def with_bounds(self, bounds: np.ndarray):
         lo = bounds[:, 0] if self.low is None else self.low
         hi = bounds[:, 1] if self.high is None else self.high
-        return Uniform(_arr(lo), _arr(hi))
-
-    @staticmethod
-    def _logpdf(xp, x, low, high):
-        inside = (x >= low) * (x <= high)
-        return xp.where(inside, -xp.log(high - low) + 0.0 * x, -np.inf)
+        return type(self)(_arr(lo), _arr(hi))
 
     def interval(self, bounds=None):
         return _arr(self.low), _arr(self.high)
 
 
 @dataclass(frozen=True, repr=False)
-class Flat(Prior):
-    """Improper flat prior (log density 0) on the parameter's bounds."""
+class Uniform(_OnBounds):
+    """Uniform(low, high); ``Uniform()`` means uniform over the parameter's bounds."""
 
-    low: Any = None
-    high: Any = None
-    params: ClassVar = ("low", "high")
-    support: ClassVar = "interval"
+    @staticmethod
+    def _logpdf(xp, x, low, high):
+        inside = (x >= low) * (x <= high)
+        return xp.where(inside, -xp.log(high - low) + 0.0 * x, -np.inf)
 
-    def with_bounds(self, bounds: np.ndarray) -> Flat:
-        lo = bounds[:, 0] if self.low is None else self.low
-        hi = bounds[:, 1] if self.high is None else self.high
-        return Flat(_arr(lo), _arr(hi))
+
+@dataclass(frozen=True, repr=False)
+class Flat(_OnBounds):
+    """Improper flat prior (log density 0) on the parameter's bounds (or on [low, high])."""
 
     @staticmethod
     def _logpdf(xp, x, low, high):
         inside = (x >= low) * (x <= high)
         return xp.where(inside, 0.0 * x, -np.inf)
-
-    def interval(self, bounds=None):
-        return _arr(self.low), _arr(self.high)
 
 
 @dataclass(frozen=True, repr=False)
