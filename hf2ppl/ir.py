@@ -381,7 +381,7 @@ def build(spec: Spec) -> ModelIR:
                     path=upath or mpath)
         fixed = req["fixed"]
         fixed = (fixed,) * size if isinstance(fixed, bool) else tuple(fixed)
-        labels = _labels(name, kind, size, shapesys_info, staterror_bins, channel_names, starts, nbins, ordered)
+        labels = _labels(name, kind, size, shapesys_info, staterror_bins, channel_names, starts)
         psets.append(ParameterSet(
             name=name, kind=kind, size=size, is_scalar=req["is_scalar"], start=start,
             inits=tuple(float(x) for x in req["inits"]), bounds=tuple(tuple(b) for b in req["bounds"]), fixed=fixed,
@@ -479,7 +479,7 @@ def build(spec: Spec) -> ModelIR:
     )
 
 
-def _labels(name, kind, size, shapesys_info, staterror_bins, channel_names, starts, nbins, ordered) -> tuple[str, ...]:
+def _labels(name, kind, size, shapesys_info, staterror_bins, channel_names, starts) -> tuple[str, ...]:
     if size == 1 and kind not in ("shapefactor", "shapesys", "staterror"):
         return (name,)
     if kind == "shapesys":
