@@ -1,4 +1,4 @@
-r"""Interpolation codes of HistFactory, exactly as pyhf 0.7 implements them, for any array namespace.
+r"""Interpolation codes of HistFactory as pyhf 0.7 implements them (code2 beyond |α| > 1: see below), for any array namespace.
 
 All functions act elementwise on broadcastable arrays ``alpha``, ``lo``, ``nom``, ``hi``.
 
@@ -7,9 +7,16 @@ histosys (additive; they return :math:`\Delta` with :math:`\nu = \nu^0 + \sum \D
 * ``code0``: piecewise linear, :math:`\Delta = \alpha(\nu^+ - \nu^0)` for :math:`\alpha > 0`,
   :math:`\alpha(\nu^0 - \nu^-)` otherwise.
 * ``code2``: quadratic for :math:`|\alpha| \le 1` with :math:`a = \tfrac12(\nu^+ + \nu^-) - \nu^0`,
-  :math:`b = \tfrac12(\nu^+ - \nu^-)`, :math:`\Delta = a\alpha^2 + b\alpha`; beyond, pyhf's
-  linear pieces :math:`(b + 2a)(\alpha - 1)` and :math:`(b - 2a)(\alpha + 1)`. (pyhf's code2 is
-  discontinuous at :math:`|\alpha| = 1`; we reproduce it to stay identical.)
+  :math:`b = \tfrac12(\nu^+ - \nu^-)`, :math:`\Delta = a\alpha^2 + b\alpha`, and beyond the linear
+  extrapolation of that parabola, so :math:`\Delta` and :math:`\Delta'` are continuous at :math:`\pm 1`:
+  :math:`\Delta = (a + b) + (b + 2a)(\alpha - 1)` for :math:`\alpha > 1` (value :math:`a + b = \nu^+ - \nu^0`,
+  slope :math:`b + 2a`) and :math:`\Delta = (a - b) + (b - 2a)(\alpha + 1)` for :math:`\alpha < -1`
+  (value :math:`a - b = \nu^- - \nu^0`, slope :math:`b - 2a`). This is ROOT's ``PiecewiseInterpolation``
+  code 2. **It differs from pyhf 0.7.6 for** :math:`|\alpha| > 1`: pyhf's slow reference
+  (``_slow_code2``) has the same slopes but drops the offsets, :math:`(b + 2a)(\alpha - 1)` and
+  :math:`(b - 2a)(\alpha + 1)`, so it jumps at :math:`\pm 1`; its fast path (the one ``pyhf.Model``
+  uses) additionally computes :math:`(b - 2a)\alpha` for :math:`\alpha < -1` (scikit-hep/pyhf#2610,
+  fixed in #2668; the missing offsets are #2729). Inside :math:`[-1, 1]` all agree.
 * ``code4p``: linear for :math:`|\alpha| > 1`, and inside the 6th-order polynomial
   :math:`\Delta = \alpha S + \alpha^2(15 - 10\alpha^2 + 3\alpha^4) A` with
   :math:`S = \tfrac12(\delta^+ + \delta^-)`, :math:`A = \tfrac1{16}(\delta^+ - \delta^-)`,
@@ -50,7 +57,9 @@ def histosys_delta(xp, code: str, alpha, lo, nom, hi):
         a = 0.5 * (hi + lo) - nom
         b = 0.5 * (hi - lo)
         inside = alpha * alpha * a + alpha * b
-        return xp.where(alpha > 1, (alpha - 1.0) * (b + 2 * a), xp.where(alpha >= -1, inside, (alpha + 0.0) * (b - 2 * a)))
+        above = (a + b) + (b + 2 * a) * (alpha - 1.0)
+        below = (a - b) + (b - 2 * a) * (alpha + 1.0)
+        return xp.where(alpha > 1, above, xp.where(alpha >= -1, inside, below))
     if code == "code4p":
         d_up = hi - nom
         d_dn = nom - lo
