@@ -104,7 +104,8 @@ def compile(
             terms are auxiliary likelihoods with observed aux data, exactly as pyhf.
         priors: ``{parameter set name: hf2ppl.priors.Prior}`` overrides.
         dtype: ``"float64"`` (default) or ``"float32"``.
-        **load_kwargs: ``measurement``, ``patches``, ``modifier_settings`` (see :func:`load`).
+        **load_kwargs: ``measurement``, ``patches``, ``modifier_settings``, ``poi_name`` (see :func:`load`;
+            ``poi_name=None`` compiles a model without a POI, as pyhf's ``ws.model(poi_name=None)``).
 
     Returns:
         A compiled model (:class:`~hf2ppl.targets.numpyro.NumPyroModel` or the PyMC one), same attributes for both.

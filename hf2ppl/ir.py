@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ModelError
-from .workspace import Spec
+from .errors import MeasurementError, ModelError
+from .workspace import Spec, as_float
 
 __all__ = ["ParameterSet", "Channel", "ModelIR", "build"]
 
@@ -364,14 +364,22 @@ def build(spec: Spec) -> ModelIR:
                 if len(v) != size:
                     raise ModelError(f"parameter {name!r} has {size} components but '{key}' has {len(v)} entries", path=f"{upath}/{key}")
                 if key == "bounds":
-                    v = [tuple(float(x) for x in b) for b in v]
-                    for j, (lo, hi) in enumerate(v):
+                    pairs = []
+                    for j, b in enumerate(v):
+                        bp = f"{upath}/bounds/{j}"
+                        if not isinstance(b, (list, tuple)) or len(b) != 2:
+                            raise ModelError(f"parameter {name!r} bound {j} is {b!r}; each bound must be a pair [lower, upper]", path=bp)
+                        lo, hi = (as_float(x, f"{bp}/{e}", f"parameter {name!r} bound {j} {side}", allow_inf=True)
+                                  for e, (x, side) in enumerate(zip(b, ("lower", "upper"))))
                         if not lo <= hi:
-                            raise ModelError(f"parameter {name!r} bound {j} has lower {lo} > upper {hi}", path=f"{upath}/bounds/{j}")
+                            raise ModelError(f"parameter {name!r} bound {j} has lower {lo} > upper {hi}", path=bp)
+                        pairs.append((lo, hi))
+                    v = pairs
                 else:
-                    v = [float(x) for x in v]
-                    if key == "sigmas" and any(not x > 0 for x in v):
-                        raise ModelError(f"parameter {name!r} has non-positive sigmas {v}", path=f"{upath}/sigmas")
+                    v = [as_float(x, f"{upath}/{key}/{j}", f"parameter {name!r} {key} entry {j}") for j, x in enumerate(v)]
+                    for j, x in enumerate(v):
+                        if key == "sigmas" and not x > 0:
+                            raise ModelError(f"parameter {name!r} {key} entry {j} is {x}; it must be > 0", path=f"{upath}/{key}/{j}")
                 req[key] = tuple(v)
         for key in ("inits", "bounds", "auxdata", "sigmas"):
             if key in req and req[key] is None:
@@ -393,9 +401,11 @@ def build(spec: Spec) -> ModelIR:
         raise ModelError("the model has no parameters (no modifiers in any sample)", path="/channels")
     pmap = {p.name: p for p in psets}
     P = start
-    if poi is not None and pmap[poi].size != 1:
-        raise ModelError(f"POI {poi!r} must be a scalar parameter, it has {pmap[poi].size} components",
-                         path=f"/measurements/{spec.measurement_index}/config/poi")
+    if poi is not None and pmap[poi].size != 1:  # pyhf: "not currently supported as parameter of interest"
+        where = "" if spec.poi_from_measurement else f" (poi_name={poi!r})"
+        raise MeasurementError(f"POI {poi!r}{where} must be a scalar parameter, it has {pmap[poi].size} components ({pmap[poi].kind}); "
+                               "pick a normfactor or other one-component parameter, or poi_name=None",
+                               path=f"/measurements/{spec.measurement_index}/config/poi" if spec.poi_from_measurement else None)
 
     # ---- dense slot tensors
     ZERO, ONE = P, P + 1
