@@ -54,6 +54,8 @@ _LAZY = {
     "svi": "hf2ppl.infer.bayes",
     "map_estimate": "hf2ppl.infer.bayes",
     "report": "hf2ppl.reporting",
+    "set_cache_dir": "hf2ppl._jaxcache",
+    "cache_dir": "hf2ppl._jaxcache",
 }
 __all__ += list(_LAZY)
 

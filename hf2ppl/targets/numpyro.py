@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import histfactory as hf
 from .. import priors as P
+from .._jaxcache import enable_compilation_cache
 from ..compiled import CompiledModel
 from ..errors import ParameterError
 from ..xp import jax_namespace
@@ -127,6 +128,7 @@ class NumPyroModel(CompiledModel):
         super().__init__(spec, ir, constraints, priors, dtype)
         if dtype == "float64":
             ensure_x64()
+        enable_compilation_cache()
         import jax.numpy as jnp
 
         self._xp = jax_namespace()
