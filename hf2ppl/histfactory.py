@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from .interpolation import histosys_delta, normsys_factor, normsys_precompute
+from .interpolation import histosys_delta, normsys_precompute
 
 __all__ = [
     "Tensors",
@@ -75,6 +75,27 @@ class Tensors:
         self.histosys_lo = ir.histosys_lo.astype(f)
         self.histosys_code = ir.histosys_code
         self.bin_channel = ir.bin_channel
+        # sparse layout (what the kernels use): one entry per modifier actually present, sorted by its cell.
+        # Real workspaces fill the dense slot tensors sparsely (histosys ~1%, normsys ~30% on ATLAS likelihoods).
+        P = ir.npars
+        S, B = ir.nominal.shape
+        C = ir.normsys_idx.shape[2] if ir.normsys_idx.ndim == 3 else 0
+        self.n_samples, self.n_bins, self.n_channels = S, B, C
+        k, s_, b = np.nonzero(ir.histosys_idx != P)  # neutral slots read alpha index P (= 0)
+        cell = s_ * B + b
+        o = np.lexsort((k, cell))
+        self.hs_par = ir.histosys_idx[k, s_, b][o].astype(np.int32)
+        self.hs_cell = cell[o].astype(np.int32)
+        self.hs_lo = ir.histosys_lo[k, s_, b][o].astype(f)
+        self.hs_hi = ir.histosys_hi[k, s_, b][o].astype(f)
+        k, s_, c = np.nonzero(ir.normsys_idx != P)  # neutral slots: alpha index P, hi = lo = 1
+        cell = s_ * C + c
+        o = np.lexsort((k, cell))
+        self.ns_par = ir.normsys_idx[k, s_, c][o].astype(np.int32)
+        self.ns_cell = cell[o].astype(np.int32)
+        lo_e, hi_e = ir.normsys_lo[k, s_, c][o], ir.normsys_hi[k, s_, c][o]
+        pre = normsys_precompute(np, ir.normsys_code, lo_e, hi_e)
+        self.ns_pre = {k_: ([c_.astype(f) for c_ in v] if k_ == "coef" else v.astype(f)) for k_, v in pre.items()}
         self.normal_idx = _index(ir.normal_idx)
         self.normal_auxpos = _index(ir.normal_auxpos)
         self.normal_aux = ir.auxdata[ir.normal_auxpos].astype(f)
@@ -101,24 +122,52 @@ def tensors(ir, dtype="float64") -> Tensors:
     return Tensors(ir, dtype)
 
 
+def _normsys_logfactor(xp, code: str, alpha, pre: dict):
+    """``(log|f|, f < 0)`` of :func:`~hf2ppl.interpolation.normsys_factor` (the same formula): code1 is then
+    linear in :math:`|\alpha|`, and a cell's product of normsys factors is one ``exp`` of a segment sum.
+    The code-4 polynomial can be negative for very asymmetric hi/lo (real workspaces have lo = 0.01 with
+    hi = 100): its sign is returned so that the product keeps pyhf's (negative) value; |f| is floored at 1e-300."""
+    abs_a = xp.abs(alpha)
+    lin = abs_a * xp.where(alpha >= 0, pre["log_hi"], pre["log_lo"])
+    if code == "code1":
+        return lin, None
+    c = pre["coef"]
+    poly = 1.0 + alpha * (c[0] + alpha * (c[1] + alpha * (c[2] + alpha * (c[3] + alpha * (c[4] + alpha * c[5])))))
+    inside = abs_a < 1
+    mag = xp.abs(poly)
+    safe = xp.where(inside & (mag > 1e-300), mag, 1.0)
+    logf = xp.where(inside, xp.where(mag > 1e-300, xp.log(safe), -690.8), lin)
+    return logf, inside & (poly < 0)
+
+
 def expected_rates(xp, T: Tensors, theta, nominal=None):
     """Expected rate per sample and bin, shape ``(S, B)``.
 
     ``nominal`` optionally replaces the nominal yields (``(S, B)``; used to
     differentiate with respect to yields); histosys variations keep their
     absolute up/down templates.
+
+    The modifiers are evaluated on the sparse entries of :class:`Tensors` (one per modifier present):
+    histosys variations are segment-summed into their cells, normsys factors multiplied as
+    ``exp`` of a segment sum of their logarithms, the free factors gathered densely.
     """
-    ext = xp.concatenate([theta, xp.asarray(T.ext)])
     nom = T.nominal if nominal is None else nominal
+    S, B, C = T.n_samples, T.n_bins, T.n_channels
     rates = nom
-    if T.histosys_idx.shape[0]:
-        alpha = ext[T.histosys_idx]
-        rates = rates + xp.sum(histosys_delta(xp, T.histosys_code, alpha, T.histosys_lo, nom, T.histosys_hi), axis=0)
-    if T.normsys_idx.shape[0]:
-        alpha = ext[T.normsys_idx]
-        f = normsys_factor(xp, T.normsys_code, alpha, T.normsys_lo, T.normsys_hi, T.normsys_pre)
-        rates = rates * xp.prod(f, axis=0)[:, T.bin_channel]  # (S, C) -> (S, B)
+    if T.hs_par.shape[0]:
+        nom_e = nom.reshape((-1,))[T.hs_cell]
+        delta = histosys_delta(xp, T.histosys_code, theta[T.hs_par], T.hs_lo, nom_e, T.hs_hi)
+        rates = rates + xp.segment_sum(delta, T.hs_cell, S * B).reshape((S, B))
+    if T.ns_par.shape[0]:
+        logf, negative = _normsys_logfactor(xp, T.normsys_code, theta[T.ns_par], T.ns_pre)
+        F = xp.exp(xp.segment_sum(logf, T.ns_cell, S * C))
+        if negative is not None:  # the sign of the product: (-1)^(number of negative factors)
+            count = xp.segment_sum(negative.astype(logf.dtype), T.ns_cell, S * C)
+            F = F * (1.0 - 2.0 * (count % 2.0))
+        F = F.reshape((S, C))
+        rates = rates * F[:, T.bin_channel]  # (S, C) -> (S, B)
     if T.factor_idx.shape[0]:
+        ext = xp.concatenate([theta, xp.asarray(T.ext)])
         rates = rates * xp.prod(ext[T.factor_idx], axis=0)
     return rates
 
@@ -143,14 +192,22 @@ def expected_auxdata(xp, T: Tensors, theta):
 def poisson_logpdf(xp, n, lam, lgamma_n1=None):
     r"""Continuous Poisson :math:`n \ln\lambda - \lambda - \ln\Gamma(n+1)`, elementwise.
 
-    A negative expectation (e.g. a histosys extrapolated past zero) has likelihood zero: the
-    result is :math:`-\infty` there, with a finite (zero) gradient, where pyhf returns NaN.
+    The one rule for expectations at or below zero (a histosys extrapolated past zero), chosen to equal
+    pyhf's ``Model.logpdf`` wherever pyhf's value is finite:
+
+    * :math:`n = 0`: :math:`-\lambda` for every :math:`\lambda` (pyhf's ``xlogy(0, λ) = 0``), gradient
+      :math:`-1` (finite also at :math:`\lambda = 0`, where ``xlogy`` has a NaN derivative);
+    * :math:`n > 0, \lambda \le 0`: :math:`-\infty` (pyhf: :math:`-\infty` at 0, NaN below) with a zero
+      gradient; the minimiser rejects any step that lands there.
+
     ``lgamma_n1`` optionally supplies a precomputed :math:`\ln\Gamma(n+1)`.
     """
-    negative = lam < 0
-    lam = xp.where(negative, 1.0, lam)
-    lp = xp.xlogy(n, lam) - lam - (xp.gammaln(n + 1.0) if lgamma_n1 is None else lgamma_n1)
-    return xp.where(negative, -np.inf, lp)
+    empty = xp.equal(n, 0)
+    bad = (lam <= 0) & ~empty
+    safe = xp.where(empty | bad, 1.0, lam)
+    lg = xp.gammaln(n + 1.0) if lgamma_n1 is None else lgamma_n1
+    lp = xp.where(empty, -lam, n * xp.log(safe) - lam - lg)
+    return xp.where(bad, -np.inf, lp)
 
 
 def normal_logpdf(xp, x, mu, sigma, log_sigma=None):

@@ -31,22 +31,31 @@ class Namespace:
     xlogy: Callable[..., Any]
     tensordot: Callable[..., Any]
     isfinite: Callable[..., Any]
+    equal: Callable[..., Any]
+    segment_sum: Callable[..., Any]  # segment_sum(values, segment_ids, n): sums of values per id, shape (n,)
 
 
 def numpy_namespace() -> Namespace:
     import numpy as np
     from scipy import special
 
+    def segment_sum(v, idx, n):
+        return np.bincount(idx, weights=v, minlength=n)
+
     return Namespace("numpy", np.asarray, np.where, np.exp, np.log, np.abs, np.sqrt, np.sum, np.prod,
-                     np.concatenate, special.gammaln, special.xlogy, np.tensordot, np.isfinite)
+                     np.concatenate, special.gammaln, special.xlogy, np.tensordot, np.isfinite, np.equal, segment_sum)
 
 
 def jax_namespace() -> Namespace:
+    import jax
     import jax.numpy as jnp
     from jax.scipy import special
 
+    def segment_sum(v, idx, n):
+        return jax.ops.segment_sum(v, idx, num_segments=n, indices_are_sorted=True)
+
     return Namespace("jax", jnp.asarray, jnp.where, jnp.exp, jnp.log, jnp.abs, jnp.sqrt, jnp.sum, jnp.prod,
-                     jnp.concatenate, special.gammaln, special.xlogy, jnp.tensordot, jnp.isfinite)
+                     jnp.concatenate, special.gammaln, special.xlogy, jnp.tensordot, jnp.isfinite, jnp.equal, segment_sum)
 
 
 def pytensor_namespace() -> Namespace:
@@ -59,5 +68,8 @@ def pytensor_namespace() -> Namespace:
     def isfinite(x):  # pytensor.tensor has isinf/isnan but no isfinite
         return ~(pt.isinf(x) | pt.isnan(x))
 
+    def segment_sum(v, idx, n):
+        return pt.inc_subtensor(pt.zeros((n,), dtype=v.dtype)[idx], v)
+
     return Namespace("pytensor", pt.as_tensor_variable, pt.switch, pt.exp, pt.log, pt.abs, pt.sqrt, pt.sum, pt.prod,
-                     pt.concatenate, pt.gammaln, xlogy0, pt.tensordot, isfinite)
+                     pt.concatenate, pt.gammaln, xlogy0, pt.tensordot, isfinite, pt.eq, segment_sum)

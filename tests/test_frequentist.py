@@ -440,10 +440,12 @@ def test_grad_expected_cls_matches_finite_differences(cid):
     sig0 = nom[i].copy()
     vg = jax.jit(jax.value_and_grad(exp_cls, has_aux=True))  # one compilation for everything below
     (_, (obs, band)), g = vg(jnp.asarray(sig0))
-    # the functional API reproduces hypotest
+    # the functional API reproduces hypotest (to the fits' EDM tolerance: CLs near q = 0 moves as sqrt(q))
     c, b = hf2ppl.hypotest(m, 1.0, return_expected_set=True)
-    assert float(obs) == pytest.approx(float(c), rel=1e-8)
-    np.testing.assert_allclose(np.asarray(band), np.asarray(b, float), rtol=1e-8)
+    # (all_modifiers_2channel has a nearly flat normfactor x shapefactor ridge: the multi-start hypotest and the
+    # single-start functional path may stop at points along it that differ in the Asimov data by ~1e-6)
+    assert float(obs) == pytest.approx(float(c), rel=1e-5)
+    np.testing.assert_allclose(np.asarray(band), np.asarray(b, float), rtol=1e-5)
     g = np.asarray(g)
     mask = sig0 > 0
     gfd = _fd(lambda v: vg(jnp.asarray(v))[0][0], sig0, np.where(mask, 1e-3 * sig0, 1e-3))

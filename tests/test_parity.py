@@ -34,9 +34,18 @@ def _pyhf_logpdf(model, x, data):
 
 
 def _points(model, n, seed=0):
+    """The suggested init and ``n`` uniform points in the bounds. With histosys code2, histosys parameters
+    stay in [-1, 1]: beyond, hf2ppl continues the parabola linearly with matching value and slope (ROOT's
+    code 2), where pyhf 0.7.6 drops the constant term (pyhf#2610; tested in test_semantics.py)."""
     b = np.asarray(model.config.suggested_bounds())
     x = np.random.default_rng(seed).uniform(b[:, 0], b[:, 1], size=(n, len(b)))
-    return np.vstack([np.asarray(model.config.suggested_init()), x])
+    x = np.vstack([np.asarray(model.config.suggested_init()), x])
+    if model.config.modifier_settings.get("histosys", {}).get("interpcode") == "code2":
+        for name, mtype in model.config.modifiers:
+            if mtype == "histosys":
+                sl = model.config.par_map[name]["slice"]
+                x[:, sl] = np.clip(x[:, sl], -1.0, 1.0)
+    return x
 
 
 @pytest.mark.parametrize("case", [c[1] for c in CASES], ids=CASE_IDS)

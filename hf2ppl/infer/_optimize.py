@@ -1,32 +1,33 @@
-r"""A bounded Newton (Levenberg-Marquardt, projected) minimiser written in JAX.
+r"""A bounded, globalised Newton minimiser (Levenberg-Marquardt trust region, projected) written in JAX.
 
-The minimiser works on the *full* flat parameter vector with a float mask of
-fixed components, so a free fit, a fixed-POI fit and a fit with any other
-parameter fixed are the *same* compiled function: bounds, start point and the
-fixed mask are ordinary (traced) arrays and everything is ``vmap``-able over
-them, over datasets and over nominal yields.
+The minimiser works on the *full* flat parameter vector with a float mask of fixed components, so a
+free fit, a fixed-POI fit and a fit with any other parameter fixed are the *same* compiled function:
+bounds, start point and the fixed mask are ordinary (traced) arrays and everything is ``vmap``-able
+over them, over datasets and over nominal yields.
 
-One iteration, with :math:`g, H` the exact gradient and Hessian of the
-objective :math:`f` at :math:`x`:
+One iteration, with :math:`g, H` the exact gradient and Hessian of the objective :math:`f` at :math:`x`:
 
-1. the *active set*: fixed components and components at a bound whose gradient
-   points outward (:math:`x_i = l_i, g_i > 0` or :math:`x_i = u_i, g_i < 0`);
-2. the damped Newton step on the remaining components,
-   :math:`(H_{FF} + \lambda\,\mathrm{diag}|H_{FF}|)\,p_F = -g_F`;
-3. projection onto the box, :math:`x' = \mathrm{clip}(x + p, l, u)` (a fit at a
-   bound lands *exactly* on it);
-4. accept if :math:`f(x') < f(x)` (ratio test against the quadratic model);
-   shrink :math:`\lambda` after good steps, grow it after rejected ones.
+1. the *active set*: fixed components and components at a bound whose gradient points outward
+   (:math:`x_i = l_i, g_i > 0` or :math:`x_i = u_i, g_i < 0`); :math:`F` are the others;
+2. the damped Newton step :math:`(H_{FF} + \lambda D_F)\,p_F = -g_F` with Marquardt's scaling
+   :math:`D = \mathrm{diag}|H|` (a Cholesky solve; a matrix that is not positive definite raises
+   :math:`\lambda`);
+3. projection onto the box, :math:`x' = \mathrm{clip}(x + p, l, u)` (a fit at a bound lands *exactly* on it);
+4. acceptance on the actual-vs-predicted decrease ratio :math:`\rho`; :math:`\lambda` shrinks after
+   good steps and grows after rejected ones (Nielsen's rule), so far from the minimum the steps are
+   short gradient-like steps and near it full Newton steps (quadratic convergence).
 
-Convergence: the projected gradient :math:`\|x - \mathrm{clip}(x - g, l, u)\|_\infty`
-(fixed components excluded) below ``gtol``, or no further decrease possible at
-machine precision with a projected gradient below ``1e3 * gtol``.
+Stopping rule (Minuit's): the *estimated distance to minimum*
+:math:`\mathrm{EDM} = \tfrac12\, g_F^\top H_{FF}^{-1} g_F` with the exact Hessian, in units of the objective
+(NLL), below ``tol``. It is invariant under rescaling of the parameters. ``converged`` is True exactly
+when this criterion holds at a finite point whose free Hessian is positive definite. ``status``:
+``0`` converged, ``1`` iteration cap, ``2`` stalled (no decrease possible at machine precision
+with EDM above ``tol``), ``3`` non-finite objective at the start point.
 
-:func:`make_solver` wraps the loop in a ``jax.custom_vjp`` whose backward pass
-uses the implicit function theorem at the optimum,
-:math:`\partial x^*_F/\partial\eta = -H_{FF}^{-1}\,\partial_\eta g_F`
-(active components do not move), so gradients of anything computed from the
-fit never unroll the iterations.
+:func:`make_solver` wraps the loop in a ``jax.custom_vjp`` whose backward pass uses the implicit
+function theorem at the optimum, :math:`\partial x^*_F/\partial\eta = -H_{FF}^{-1}\,\partial_\eta g_F`
+(active components do not move), so gradients of anything computed from the fit never unroll the
+iterations.
 """
 
 from __future__ import annotations
@@ -34,7 +35,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-__all__ = ["SolveResult", "make_solver"]
+__all__ = ["SolveResult", "make_solver", "STATUS_MESSAGES"]
+
+STATUS_MESSAGES = {
+    0: "converged (EDM below tolerance)",
+    1: "iteration limit reached before EDM fell below tolerance",
+    2: "stalled: no further decrease possible at machine precision, EDM above tolerance",
+    3: "objective is not finite at the start point",
+}
+
+#: above this many parameters the Hessian is built in blocks of tangents (bounded memory)
+_HESS_BLOCK = 128
 
 
 class SolveResult(NamedTuple):
@@ -44,12 +55,13 @@ class SolveResult(NamedTuple):
     fun: object  # () objective at x
     grad_norm: object  # () projected-gradient inf-norm at x
     niter: object  # () iterations used
-    converged: object  # () bool
+    converged: object  # () bool: EDM < tol
     hessian: object  # (P, P) exact Hessian of the objective at x (not differentiable)
+    edm: object  # () estimated distance to minimum at x
+    status: object  # () int, see STATUS_MESSAGES
 
 
 def _free_mask(x, g, lo, hi, fixed):
-
     at_lo = (x <= lo) & (g > 0)
     at_hi = (x >= hi) & (g < 0)
     return (fixed < 0.5) & ~at_lo & ~at_hi
@@ -63,22 +75,38 @@ def _proj_grad_norm(x, g, lo, hi, fixed):
     return jnp.max(jnp.abs(pg)) if x.shape[0] else jnp.zeros((), x.dtype)
 
 
-def make_solver(objective: Callable, *, maxiter: int = 200, gtol: float = 1e-9, curvature: Callable | None = None,
-                with_hessian: bool = True) -> Callable:
+def _masked_solve(H, g, m, lam):
+    """Solve ``(H_FF + lam * D_F) p = -g_F`` on the free components (mask ``m``) by Cholesky.
+
+    Returns ``(p, ok)``; ``ok`` is False when the damped matrix is not positive definite.
+    """
+    import jax.numpy as jnp
+    from jax.scipy.linalg import cho_solve
+
+    P = H.shape[0]
+    d = jnp.abs(jnp.diagonal(H))
+    scale = jnp.where(d > 1e-300, d, 1.0)
+    A = H * m[:, None] * m[None, :] + jnp.diag(lam * scale * m + (1.0 - m))
+    L = jnp.linalg.cholesky(A)
+    ok = jnp.all(jnp.isfinite(L)) if P else jnp.asarray(True)
+    Ls = jnp.where(ok, L, jnp.eye(P, dtype=H.dtype))
+    p = cho_solve((Ls, True), -g * m) * m
+    return jnp.where(ok, p, jnp.zeros_like(p)), ok
+
+
+def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9) -> Callable:
     """Build ``solve(x0, lo, hi, fixed, *args) -> SolveResult`` minimising ``objective(x, *args)``.
 
-    ``fixed`` is a float mask (1.0 = keep at ``x0``). ``curvature(x, *args)``, if given, replaces the exact
-    Hessian as the model matrix of the iterations (e.g. a Gauss-Newton matrix, much cheaper for models with
-    hundreds of parameters); the gradient, the convergence test and the returned Hessian stay exact.
-    ``with_hessian=False`` (only with ``curvature``) skips the final exact Hessian (``hessian`` is then None). ``args`` (data, nominal yields...) are
-    differentiable through the custom VJP (implicit function theorem); ``x0, lo, hi, fixed`` are not.
+    ``fixed`` is a float mask (1.0 = keep at ``x0``). ``tol`` is the EDM tolerance in units of the
+    objective. ``args`` (data, nominal yields...) are differentiable through the custom VJP (implicit
+    function theorem); ``x0, lo, hi, fixed`` are not.
 
     Example:
         >>> import jax.numpy as jnp
         >>> solve = make_solver(lambda x, a: jnp.sum((x - a) ** 2))
         >>> r = solve(jnp.zeros(2), jnp.zeros(2), jnp.ones(2) * 5, jnp.zeros(2), jnp.array([1.0, -1.0]))
-        >>> [float(v) for v in r.x]
-        [1.0, 0.0]
+        >>> [float(v) for v in r.x], bool(r.converged), int(r.niter)
+        ([1.0, 0.0], True, 1)
     """
     import jax
     import jax.numpy as jnp
@@ -87,80 +115,77 @@ def make_solver(objective: Callable, *, maxiter: int = 200, gtol: float = 1e-9, 
     value_and_grad = jax.value_and_grad(objective)
 
     def fgh(x, *args):
-        """Value, gradient and Hessian in one trace: forward-mode JVPs (one per basis vector) of the gradient."""
+        """Value, gradient and exact Hessian in one trace: forward-mode JVPs of the gradient (blocked for big P)."""
 
         def gf(y):
             f, g = value_and_grad(y, *args)
             return g, f
 
-        eye = jnp.eye(x.shape[0], dtype=x.dtype)
-        g, H, f = jax.vmap(lambda v: jax.jvp(gf, (x,), (v,), has_aux=True), out_axes=(None, 0, None))(eye)
+        P = x.shape[0]
+        eye = jnp.eye(P, dtype=x.dtype)
+        if P <= _HESS_BLOCK:
+            g, H, f = jax.vmap(lambda v: jax.jvp(gf, (x,), (v,), has_aux=True), out_axes=(None, 0, None))(eye)
+            return f, g, H
+        f, g = value_and_grad(x, *args)
+        H = lax.map(lambda v: jax.jvp(lambda y: value_and_grad(y, *args)[1], (x,), (v,))[1], eye, batch_size=_HESS_BLOCK)
         return f, g, H
+
+    def edm_of(x, g, H, lo, hi, fixed):
+        m = _free_mask(x, g, lo, hi, fixed).astype(x.dtype)
+        p, ok = _masked_solve(H, g, m, jnp.asarray(1e-12, x.dtype))
+        return jnp.where(ok, jnp.maximum(-0.5 * (g * m) @ p, 0.0), jnp.inf)
 
     def _run(x0, lo, hi, fixed, *args):
         x0 = jnp.where(fixed > 0.5, x0, jnp.clip(x0, lo, hi))  # fixed values may sit outside the bounds
         dtype = x0.dtype
-        P = x0.shape[0]
-        eye = jnp.eye(P, dtype=dtype)
-        inf = jnp.asarray(jnp.inf, dtype)
-
-        def propose(x, g, H, lam):
-            free = _free_mask(x, g, lo, hi, fixed)
-            m = free.astype(dtype)
-            gF = g * m
-            HF = H * m[:, None] * m[None, :]
-            d = jnp.abs(jnp.diagonal(HF))
-            scale = jnp.where(d > 1e-12, d, 1.0)
-            A = HF + jnp.diag(lam * scale * m) + eye * (1.0 - m)[:, None]
-            p = jnp.linalg.solve(A, -gF) * m
-            p = jnp.where(jnp.isfinite(p), p, -gF / scale)
-            xn = jnp.clip(x + p, lo, hi)
-            return jnp.where(fixed > 0.5, x, xn)
+        f0, g0, H0 = fgh(x0, *args)
+        finite0 = jnp.isfinite(f0) & jnp.all(jnp.isfinite(g0)) & jnp.all(jnp.isfinite(H0))
+        g0 = jnp.where(finite0, g0, 0.0)
+        H0 = jnp.where(finite0, H0, 0.0)
+        e0 = jnp.where(finite0, edm_of(x0, g0, H0, lo, hi, fixed), jnp.inf)
 
         def cond(s):
-            return (~s["done"]) & (s["it"] < maxiter)
+            return (s["status"] < 0) & (s["it"] < maxiter)
 
         def body(s):
-            x, f, g, H, lam, xt = s["x"], s["f"], s["g"], s["H"], s["lam"], s["xt"]
-            if curvature is None:
-                ft, gt, Ht = fgh(xt, *args)
-            else:
-                ft, gt = value_and_grad(xt, *args)
-                Ht = curvature(xt, *args)
+            x, f, g, H, lam, nu, e = s["x"], s["f"], s["g"], s["H"], s["lam"], s["nu"], s["edm"]
+            m = _free_mask(x, g, lo, hi, fixed).astype(dtype)
+            p, ok = _masked_solve(H, g, m, lam)
+            xt = jnp.where(fixed > 0.5, x, jnp.clip(x + p, lo, hi))
             st = xt - x
-            first = ~jnp.isfinite(f)
-            pred = jnp.where(first, 0.0, -(g @ st + 0.5 * st @ (H @ st)))
-            ared = jnp.where(first, inf, f - ft)
-            finite = jnp.isfinite(ft) & jnp.all(jnp.isfinite(gt)) & jnp.all(jnp.isfinite(Ht))
-            good_model = (pred > 0) & (ared >= 1e-4 * pred)
-            # at machine precision f cannot decrease reliably: accept a step that lowers the projected gradient
-            noise = 1e-12 * (1.0 + jnp.abs(f))
-            pg_x = _proj_grad_norm(x, g, lo, hi, fixed)
-            pg_t = _proj_grad_norm(xt, gt, lo, hi, fixed)
-            roundoff_ok = (ared > -noise) & (pg_t < 0.5 * pg_x)
-            accept = finite & (((ared > 0) & (good_model | (pred <= 0))) | (~first & roundoff_ok))
+            ft, gt, Ht = fgh(xt, *args)
+            finite = ok & jnp.isfinite(ft) & jnp.all(jnp.isfinite(gt)) & jnp.all(jnp.isfinite(Ht))
+            et = jnp.where(finite, edm_of(xt, jnp.where(finite, gt, 0.0), jnp.where(finite, Ht, 0.0), lo, hi, fixed), jnp.inf)
+            pred = -(g @ st + 0.5 * st @ (H @ st))
+            ared = f - ft
+            noise = 1e-13 * (1.0 + jnp.abs(f))
             rho = jnp.where(pred > 0, ared / jnp.where(pred > 0, pred, 1.0), 0.0)
-            lam_new = jnp.where(accept, jnp.where(rho > 0.75, lam * 0.2, jnp.where(rho < 0.25, lam * 2.0, lam)), lam * 10.0)
-            lam_new = jnp.where(first, lam, jnp.clip(lam_new, 1e-12, 1e16))
+            descent = (ared > 0) & ((pred <= 0) | (rho > 1e-4))
+            # at machine precision f cannot decrease reliably: accept a step that does not raise f and lowers the EDM
+            roundoff = (jnp.abs(ared) <= noise) & (et < e)
+            accept = finite & (descent | roundoff)
+            # Nielsen's damping update
+            lam_acc = lam * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * jnp.clip(rho, 0.0, 1.0) - 1.0) ** 3)
+            lam2 = jnp.clip(jnp.where(accept, lam_acc, lam * nu), 1e-15, 1e20)
+            nu2 = jnp.where(accept, 2.0, nu * 2.0)
             x2 = jnp.where(accept, xt, x)
             f2 = jnp.where(accept, ft, f)
             g2 = jnp.where(accept, gt, g)
             H2 = jnp.where(accept, Ht, H)
-            pgn = _proj_grad_norm(x2, g2, lo, hi, fixed)
-            tiny_step = jnp.max(jnp.abs(st)) <= 1e-14 * (1.0 + jnp.max(jnp.abs(x)))
-            stall2 = jnp.where(accept & ~tiny_step, 0, s["stall"] + 1)
-            done2 = jnp.isfinite(f2) & ((pgn <= gtol) | ((stall2 >= 4) & (pgn <= 1e3 * gtol)))
-            xt2 = propose(x2, g2, H2, lam_new)
-            return dict(x=x2, f=f2, g=g2, H=H2, lam=lam_new, xt=xt2, it=s["it"] + 1, done=done2, stall=stall2)
+            e2 = jnp.where(accept, et, e)
+            stall2 = jnp.where(accept & (jnp.abs(ared) > noise), 0, s["stall"] + 1)
+            status = jnp.where(e2 < tol, 0, jnp.where((stall2 >= 8) | (lam2 >= 1e20), 2, -1))
+            return dict(x=x2, f=f2, g=g2, H=H2, lam=lam2, nu=nu2, edm=e2, it=s["it"] + 1, status=status, stall=stall2)
 
-        init = dict(x=x0, f=inf, g=jnp.zeros_like(x0), H=jnp.zeros((P, P), dtype), lam=jnp.asarray(1e-4, dtype), xt=x0,
-                    it=jnp.asarray(0), done=jnp.asarray(False), stall=jnp.asarray(0))
+        status0 = jnp.where(~finite0, 3, jnp.where(e0 < tol, 0, -1))
+        init = dict(x=x0, f=f0, g=g0, H=H0, lam=jnp.asarray(1e-3, dtype), nu=jnp.asarray(2.0, dtype), edm=e0,
+                    it=jnp.asarray(0), status=status0, stall=jnp.asarray(0))
         s = lax.while_loop(cond, body, init)
+        status = jnp.where(s["status"] < 0, 1, s["status"])
         x, f, g = s["x"], s["f"], s["g"]
         pgn = _proj_grad_norm(x, g, lo, hi, fixed)
-        ok = jnp.isfinite(f) & (pgn <= 1e3 * gtol)
-        H = s["H"] if curvature is None else (fgh(x, *args)[2] if with_hessian else None)
-        return SolveResult(x, f, pgn, s["it"], ok, H)
+        ok = (status == 0) & jnp.isfinite(f)
+        return SolveResult(x, f, pgn, s["it"], ok, s["H"], s["edm"], status)
 
     @jax.custom_vjp
     def solve(x0, lo, hi, fixed, *args):
@@ -168,12 +193,12 @@ def make_solver(objective: Callable, *, maxiter: int = 200, gtol: float = 1e-9, 
 
     def fwd(x0, lo, hi, fixed, *args):
         r = _run(x0, lo, hi, fixed, *args)
-        return r, (r.x, lo, hi, fixed, args)
+        return r, (r.x, r.hessian, lo, hi, fixed, args)
 
     def bwd(res, ct):
-        x, lo, hi, fixed, args = res
+        x, H, lo, hi, fixed, args = res
         vx = ct.x
-        _, g, H = fgh(x, *args)
+        g = jax.grad(objective)(x, *args)
         free = _free_mask(x, g, lo, hi, fixed)
         # components sitting on a bound stay there under small perturbations
         on_bound = (x <= lo) | (x >= hi)

@@ -15,14 +15,21 @@ import numpy as np
 from ...errors import ParameterError
 
 TEST_STATS = ("qtilde", "q", "q0", "tmu", "tmu_tilde")
-#: above this many parameters the iterations use a Gauss-Newton model matrix instead of the exact Hessian
-_GN_MIN_PARS = 40
+#: EDM tolerance of every fit, in units of NLL (Minuit's estimated distance to minimum)
+EDM_TOL = 1e-10
+#: two local minima are distinct when their 2·NLL differ by more than this
+MULTIMODAL_TOL = 1e-3
 _EXPECTED_NSIGMA = (2.0, 1.0, 0.0, -1.0, -2.0)
 _TOY_PERCENTILES = (2.27501319, 15.86552539, 50.0, 84.13447461, 97.72498681)
 
 
 class FitWarning(UserWarning):
     """A fit stopped before meeting its convergence criterion (results are returned, flagged)."""
+
+
+class MultimodalWarning(FitWarning):
+    """Fits from different start points reached distinct local minima: the likelihood is multimodal
+    (the reported result uses the deepest minimum found)."""
 
 
 # ====================================================================== model handling
@@ -80,7 +87,7 @@ class _Engine:
         import jax.numpy as jnp
 
         from ... import histfactory as hf
-        from .._optimize import make_solver
+        from .._optimize import _HESS_BLOCK, make_solver
 
         self.m = m
         ir = m.ir
@@ -99,36 +106,12 @@ class _Engine:
             return -(lp + plan.logpdf(xp, x, m.dtype))
 
         self.nll = nll
-        # bytes of one problem's derivative intermediates ~ min(P, B) tangents x modifier slots x samples x bins
+        # bytes of one problem's Hessian intermediates ~ tangents per block x modifier slots x samples x bins
         slots = sum(int(np.prod(getattr(ir, k).shape)) for k in ("factor_idx", "normsys_idx", "histosys_idx")) + ir.nominal.size
-        per_problem = 8.0 * min(self.P, self.B) * slots
-        self.max_batch = max(2, 1 << int(np.log2(max(2.0, 2e9 / per_problem))))
-        curvature = None
-        if self.P > _GN_MIN_PARS and not plan.groups:
-            ir_ = ir
-            nidx, nsig2 = ir_.normal_idx, jnp.asarray(ir_.normal_sigma, dtype=m.dtype) ** 2
-            pidx, ppos = ir_.poisson_idx, ir_.poisson_auxpos
-
-            jac = jax.jacrev if B < self.P else jax.jacfwd  # fewer passes: min(bins, parameters)
-
-            def curvature(x, data, nominal):
-                """Gauss-Newton matrix J^T diag(w) J + constraint Hessian (w = n/λ², floored at 0.1/λ)."""
-                lam = hf.expected_main(xp, T, x, nominal)
-                J = jac(lambda y: hf.expected_main(xp, T, y, nominal))(x)
-                n = data[:B]
-                w = jnp.maximum(n / lam**2, 0.1 / lam)
-                Hm = (J * w[:, None]).T @ J
-                diag = jnp.zeros_like(x)
-                if nidx.shape[0]:
-                    diag = diag.at[nidx].add(1.0 / nsig2)
-                if pidx.shape[0]:
-                    a = data[B:][ppos]
-                    diag = diag.at[pidx].add(a / x[pidx] ** 2)
-                return Hm + jnp.diag(diag)
-
-        self.solve = make_solver(nll, curvature=curvature)
-        # kernels that need no covariance skip the final exact Hessian (only differs for Gauss-Newton models)
-        self._solve_noh = self.solve if curvature is None else make_solver(nll, curvature=curvature, with_hessian=False)
+        per_problem = 8.0 * 8 * min(self.P, _HESS_BLOCK) * slots + 8.0 * 4 * self.P**2
+        self.max_batch = max(4, 1 << int(np.log2(max(4.0, 1e9 / per_problem))))
+        self.solve = make_solver(nll, tol=EDM_TOL)
+        self.centre, self.width = _prefit_widths(ir, self.init)
         normal_idx, normal_pos = ir.normal_idx, ir.normal_auxpos
         poisson_idx, poisson_pos = ir.poisson_idx, ir.poisson_auxpos
         pfactor = jnp.asarray(ir.poisson_factor, dtype=m.dtype)
@@ -147,33 +130,38 @@ class _Engine:
         self.expected_full = expected_full
         self._expected_j = jax.jit(expected_full)
         # ONE batched kernel for every fit: start point, fixed mask and data batched; bounds and nominal shared.
-        # Batches are padded to a few bucket sizes so that a model compiles it only a handful of times.
-        self._batch_j = jax.jit(jax.vmap(self.solve, in_axes=(0, None, None, 0, 0, None)))
-        self._batch_noh_j = jax.jit(jax.vmap(self._solve_noh, in_axes=(0, None, None, 0, 0, None)))
+        # Batches are padded to a few bucket sizes so that a model compiles it only a handful of times; small
+        # batches (fits, hypotests) also return the exact Hessian at the minimum, big ones (toys, scans) not.
+        batch = jax.vmap(self.solve, in_axes=(0, None, None, 0, 0, None))
+        self._batch_j = jax.jit(batch)
+        self._batch_noh_j = jax.jit(lambda *a: batch(*a)._replace(hessian=None))
         self._nll_j = jax.jit(nll)
 
     # ------------------------------------------------------------ batched fits (numpy in, numpy out)
     @staticmethod
     def bucket(n: int) -> int:
-        if n <= 2:
-            return 2
         if n <= 4:
             return 4
+        if n <= 8:
+            return 8
         if n <= 16:
             return 16
         return 1 << (n - 1).bit_length()
 
-    def solve_many(self, X0: np.ndarray, lo: np.ndarray, hi: np.ndarray, F: np.ndarray, D: np.ndarray, hessian: bool = False) -> dict:
-        """Fit ``n`` problems (rows of X0, F, D) in one vmapped call; returns numpy arrays with leading axis n."""
+    _KEYS = ("x", "fun", "grad_norm", "niter", "converged", "edm", "status")
+
+    def solve_many(self, X0: np.ndarray, lo: np.ndarray, hi: np.ndarray, F: np.ndarray, D: np.ndarray) -> dict:
+        """Fit ``n`` problems (rows of X0, F, D) in one vmapped call; returns numpy arrays with leading axis n
+        (``hessian`` (n, P, P) for batches of at most 16 problems, else None)."""
         X0 = np.atleast_2d(np.asarray(X0, float))
         n = X0.shape[0]
         F = np.broadcast_to(np.asarray(F, float), (n, self.P))
         D = np.broadcast_to(np.asarray(D, float), (n, self.B + self.A))
         if n > self.max_batch:  # keep the memory of forward-mode derivatives bounded on big models
-            parts = [self.solve_many(X0[i:i + self.max_batch], lo, hi, F[i:i + self.max_batch], D[i:i + self.max_batch], hessian)
+            parts = [self.solve_many(X0[i:i + self.max_batch], lo, hi, F[i:i + self.max_batch], D[i:i + self.max_batch])
                      for i in range(0, n, self.max_batch)]
-            out = {k: np.concatenate([p[k] for p in parts]) for k in ("x", "fun", "grad_norm", "niter", "converged")}
-            out["hessian"] = None if parts[0]["hessian"] is None else np.concatenate([np.asarray(p["hessian"]) for p in parts])
+            out = {k: np.concatenate([p[k] for p in parts]) for k in self._KEYS}
+            out["hessian"] = None
             return out
         size = self.bucket(n)
         if size > n:
@@ -181,10 +169,73 @@ class _Engine:
             X0 = np.concatenate([X0, X0[pad]])
             F = np.concatenate([F, F[pad]])
             D = np.concatenate([D, D[pad]])
-        r = (self._batch_j if hessian else self._batch_noh_j)(*_jnp(X0, lo, hi, F, D), self.nominal)
-        out = {k: np.asarray(getattr(r, k))[:n] for k in ("x", "fun", "grad_norm", "niter", "converged")}
-        out["hessian"] = r.hessian
+        with_h = size <= 16
+        r = (self._batch_j if with_h else self._batch_noh_j)(*_jnp(X0, lo, hi, F, D), self.nominal)
+        out = {k: np.asarray(getattr(r, k))[:n] for k in self._KEYS}
+        out["hessian"] = np.asarray(r.hessian)[:n] if with_h else None
         return out
+
+    def starts(self, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, fx: np.ndarray, k: int = 4) -> np.ndarray:
+        """``k`` start points for a multi-start fit: ``x0``, then the constrained free parameters moved by
+        +1σ and -1σ of their constraints, then a seeded random point (constrained: N(0, σ²) around the aux
+        value, clipped at ±2σ; unconstrained: ``x0 · exp(0.3 z)``); all inside the bounds, fixed components kept."""
+        rng = np.random.default_rng(12345)
+        w = np.where(fx, 0.0, self.width)
+        X = [x0]
+        if k > 1:
+            X.append(np.where(w > 0, self.centre + w, x0))
+        if k > 2:
+            X.append(np.where(w > 0, self.centre - w, x0))
+        while len(X) < k:
+            z = np.clip(rng.standard_normal(self.P), -2.0, 2.0)
+            X.append(np.where(w > 0, self.centre + w * z, np.where(fx, x0, x0 * np.exp(0.3 * z))))
+        X = np.stack(X)
+        span = hi - lo
+        inner_lo = np.where(np.isfinite(span), lo + 1e-3 * span, lo)
+        inner_hi = np.where(np.isfinite(span), hi - 1e-3 * span, hi)
+        X[1:] = np.where(fx, x0, np.clip(X[1:], inner_lo, inner_hi))
+        return X
+
+    def solve_best(self, X0s: np.ndarray, lo: np.ndarray, hi: np.ndarray, F: np.ndarray, D: np.ndarray) -> dict:
+        """Multi-start fits: problem ``i`` (fixed mask ``F[i]``, data ``D[i]``) from each start ``X0s[i, j]``,
+        all in one vmapped call; returns the best minimum per problem (see :meth:`best`)."""
+        X0s = np.asarray(X0s, float)
+        n, k = X0s.shape[:2]
+        F = np.broadcast_to(np.asarray(F, float), (n, self.P))
+        D = np.broadcast_to(np.asarray(D, float), (n, self.B + self.A))
+        r = self.solve_many(X0s.reshape(n * k, self.P), lo, hi, np.repeat(F, k, axis=0), np.repeat(D, k, axis=0))
+        return self.best(r, n, k)
+
+    def best(self, r: dict, groups: int, per: int) -> dict:
+        """Reduce the output of ``groups x per`` problems (row ``g * per + j``: start ``j`` of problem ``g``) to
+        the best converged (else lowest) minimum of each problem; adds ``multimodal`` (distinct local minima
+        with 2ΔNLL above :data:`MULTIMODAL_TOL`) and ``minima`` (their 2ΔNLL above the best)."""
+        fun = r["fun"].reshape(groups, per)
+        conv = r["converged"].reshape(groups, per)
+        score = np.where(np.isfinite(fun), fun, np.inf) + np.where(conv, 0.0, 1e-9 * (1 + np.abs(np.nan_to_num(fun))))
+        j = np.argmin(score, axis=1)
+        rows = np.arange(groups) * per + j
+        out = {k: (None if r[k] is None else r[k][rows]) for k in r}
+        d2 = 2.0 * (fun - fun[np.arange(groups), j][:, None])
+        distinct = conv & np.isfinite(d2) & (d2 > MULTIMODAL_TOL)
+        out["multimodal"] = distinct.any(axis=1)
+        out["minima"] = [np.unique(np.round(d2[g][distinct[g]], 6)) for g in range(groups)]
+        out["nstarts"] = per
+        return out
+
+    def nonfinite_reason(self, x: np.ndarray, d: np.ndarray | None = None) -> str:
+        """A one-line explanation of a non-finite NLL at ``x``, naming the parameters or bins responsible."""
+        names = np.asarray(self.m.par_names)
+        if not np.all(np.isfinite(x)):
+            return f"non-finite parameter values for {', '.join(names[~np.isfinite(x)][:5])}"
+        d = self.m.observed_data() if d is None else d
+        lam = self.expected(x)[: self.B]
+        bad = (lam <= 0) & (np.asarray(d)[: self.B] > 0)
+        if np.any(bad):
+            labels = [f"{c.name}[{b - c.start}]" for b in np.flatnonzero(bad) for c in self.m.ir.channels if c.start <= b < c.start + c.nbins]
+            return (f"the expected count is <= 0 where events are observed in bins {', '.join(labels[:5])} at the start point "
+                    "(a histosys template extrapolated past zero?); start elsewhere (init=...) or check the templates")
+        return "the NLL is not finite at the start point; check the data and the start point (init=...)"
 
     def expected(self, x: np.ndarray) -> np.ndarray:
         """Expected data (main + aux, pyhf layout) at flat parameters ``x``."""
@@ -284,10 +335,45 @@ def _jnp(*arrays):
     return tuple(jnp.asarray(a, dtype=float) for a in arrays)
 
 
-def _check(converged: Any, what: str) -> bool:
+def _prefit_widths(ir, init: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(prefit centre, prefit σ) per flat parameter: aux value and σ for normal constraints,
+    1 and 1/sqrt(τ) for Poisson (shapesys) constraints, (init, 0) for unconstrained ones (as cabinetry/pyhf)."""
+    centre = np.asarray(init, float).copy()
+    width = np.zeros(centre.shape[0])
+    for p in ir.parameters:
+        sl = p.slice
+        if p.constraint == "normal":
+            centre[sl] = np.asarray(p.auxdata, float)
+            width[sl] = np.asarray(p.sigmas, float)
+        elif p.constraint == "poisson":
+            centre[sl] = 1.0
+            width[sl] = 1.0 / np.sqrt(np.asarray(p.factors, float))
+    return centre, width
+
+
+def _merge_diag(*rs: dict) -> dict:
+    """Concatenate the convergence diagnostics of several :meth:`_Engine.solve_best` outputs (for :func:`_check`)."""
+    out = {k: np.concatenate([np.atleast_1d(np.asarray(r[k])) for r in rs]) for k in ("converged", "edm", "status", "multimodal")}
+    out["minima"] = [m for r in rs for m in r["minima"]]
+    return out
+
+
+def _check(converged: Any, what: str, r: dict | None = None) -> bool:
+    """Warn (FitWarning) when a fit missed its EDM criterion, (MultimodalWarning) when starts found distinct minima."""
     ok = bool(np.all(np.asarray(converged)))
     if not ok:
-        warnings.warn(f"{what}: a fit did not converge (projected gradient above tolerance); results may be imprecise", FitWarning, stacklevel=3)
+        detail = ""
+        if r is not None and "edm" in r:
+            bad = ~np.asarray(r["converged"], bool)
+            st = np.asarray(r["status"])[bad]
+            from .._optimize import STATUS_MESSAGES
+
+            detail = f" ({STATUS_MESSAGES.get(int(st[0]), '?')}; EDM {float(np.max(np.asarray(r['edm'])[bad])):.3g})" if st.size else ""
+        warnings.warn(f"{what}: a fit did not converge{detail}; results may be imprecise", FitWarning, stacklevel=3)
+    if r is not None and np.any(r.get("multimodal", False)):
+        mins = sorted({float(v) for m in r["minima"] for v in np.atleast_1d(m)})
+        warnings.warn(f"{what}: the likelihood is multimodal: fits from different start points reached distinct minima "
+                      f"(2ΔNLL above the deepest: {', '.join(f'{v:.4g}' for v in mins[:5])}); the deepest is used", MultimodalWarning, stacklevel=3)
     return ok
 
 

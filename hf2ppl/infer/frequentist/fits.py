@@ -23,7 +23,12 @@ class FitResult:
         x: the best-fit flat vector (``par_names`` order).
         nll: :math:`-\\ln L` at the minimum (``twice_nll = 2 * nll`` is pyhf's fitted value).
         covariance, correlation: (P, P) from the inverse Hessian on the free parameters (0 rows for fixed).
-        converged: True when the projected gradient met the tolerance; niter, grad_norm for diagnosis.
+        converged: True exactly when the stopping criterion holds: the estimated distance to minimum
+            ``edm`` = ½ gᵀH⁻¹g (exact Hessian, free components) is below the tolerance (in units of NLL).
+        edm, niter, status, message: the criterion's value, iterations used, status code and its meaning
+            (:data:`hf2ppl.infer._optimize.STATUS_MESSAGES`); grad_norm: the projected-gradient inf-norm.
+        multimodal: True when fits from different start points reached distinct local minima (2ΔNLL above
+            ``MULTIMODAL_TOL``); ``minima`` lists their 2ΔNLL above the reported (deepest) one; ``nstarts``.
     """
 
     par_names: list[str]
@@ -36,6 +41,17 @@ class FitResult:
     grad_norm: float
     fixed: np.ndarray
     hessian: np.ndarray = field(repr=False)
+    edm: float = float("nan")
+    status: int = 0
+    multimodal: bool = False
+    minima: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    nstarts: int = 1
+
+    @property
+    def message(self) -> str:
+        from .._optimize import STATUS_MESSAGES
+
+        return STATUS_MESSAGES.get(self.status, f"status {self.status}")
 
     @property
     def bestfit(self) -> dict[str, float]:
@@ -74,7 +90,7 @@ def _covariance(H: np.ndarray, fixed: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return cov, corr
 
 
-def fit(model: Any, data: Any = None, *, fixed: Any = None, init: Any = None, bounds: Any = None) -> FitResult:
+def fit(model: Any, data: Any = None, *, fixed: Any = None, init: Any = None, bounds: Any = None, starts: int = 4) -> FitResult:
     """Maximum-likelihood fit (pyhf's ``pyhf.infer.mle.fit``), bounded, with exact-Hessian uncertainties.
 
     Args:
@@ -85,10 +101,13 @@ def fit(model: Any, data: Any = None, *, fixed: Any = None, init: Any = None, bo
             Parameters fixed in the workspace stay fixed.
         init: start values: ``{name: value}`` or a flat vector (default: the model's suggested init).
         bounds: ``{name: (lo, hi)}`` or a ``(P, 2)`` array (default: the model's suggested bounds).
+        starts: number of start points fitted together (one vmapped call): ``init``, the constrained
+            parameters at ±1σ, then seeded random points (see ``_Engine.starts``); the deepest minimum is
+            returned and a :class:`MultimodalWarning` raised when distinct minima were found. 1 = ``init`` only.
 
     Returns:
         :class:`FitResult`. A fit that ends at a non-finite NLL raises :class:`~hf2ppl.errors.FitError`;
-        one that stops early is returned with ``converged=False`` and a :class:`FitWarning`.
+        one that misses the EDM criterion is returned with ``converged=False`` and a :class:`FitWarning`.
 
     Example:
         >>> r = hf2ppl.fit(m)  # doctest: +SKIP
@@ -97,19 +116,27 @@ def fit(model: Any, data: Any = None, *, fixed: Any = None, init: Any = None, bo
     eng = _engine(model)
     x0, lo, hi, fx = eng.setup(init, bounds, fixed)
     d = eng.data(data)
-    r = eng.solve_many(x0[None], lo, hi, fx.astype(float)[None], d, hessian=True)
-    return _fit_result(eng, r, 0, fx)
+    return _fit_result(eng, _multistart(eng, x0, lo, hi, fx, d, starts), 0, fx)
+
+
+def _multistart(eng: _Engine, x0, lo, hi, fx, d, starts: int = 4) -> dict:
+    if int(starts) < 1:
+        raise ParameterError(f"starts must be >= 1, got {starts}")
+    return eng.solve_best(eng.starts(x0, lo, hi, fx, int(starts))[None], lo, hi, fx.astype(float)[None], d[None])
 
 
 def _fit_result(eng: _Engine, r: dict, i: int, fx: np.ndarray) -> FitResult:
     x = r["x"][i]
     nll = float(r["fun"][i])
     if not np.isfinite(nll) or not np.all(np.isfinite(x)):
-        raise FitError(f"fit ended at a non-finite NLL ({nll}); check the data and the start point")
+        raise FitError(f"fit: {eng.nonfinite_reason(r['x'][i])}")
     H = np.asarray(r["hessian"][i])
     cov, corr = _covariance(H, fx)
-    ok = _check(r["converged"][i], "fit")
-    return FitResult(list(eng.m.par_names), x, nll, cov, corr, ok, int(r["niter"][i]), float(r["grad_norm"][i]), fx, H)
+    sub = {k: (v[i:i + 1] if isinstance(v, np.ndarray) else v) for k, v in r.items() if k in ("converged", "edm", "status")}
+    sub.update(multimodal=np.asarray(r["multimodal"][i:i + 1]), minima=[r["minima"][i]])
+    ok = _check(r["converged"][i], "fit", sub)
+    return FitResult(list(eng.m.par_names), x, nll, cov, corr, ok, int(r["niter"][i]), float(r["grad_norm"][i]), fx, H,
+                     float(r["edm"][i]), int(r["status"][i]), bool(r["multimodal"][i]), np.asarray(r["minima"][i]), int(r["nstarts"]))
 
 
 # ====================================================================== profile
@@ -153,15 +180,16 @@ def profile(model: Any, poi_values: Sequence[float] | np.ndarray, data: Any = No
     x0, lo, hi, fx = eng.setup(init, bounds, fixed)
     d = eng.data(data)
     n = mus.size
-    g = _fit_result(eng, eng.solve_many(x0[None], lo, hi, fx.astype(float)[None], d, hessian=True), 0, fx)
-    X0 = np.repeat(g.x[None], n, axis=0)  # warm start from the global fit (same minimum, fewer iterations)
-    X0[:, poi] = mus
+    g = _fit_result(eng, _multistart(eng, x0, lo, hi, fx, d), 0, fx)
+    # every grid point from two starts (the global fit, warm; the init, so no basin is inherited), ONE vmapped call
+    X0 = np.stack([np.repeat(g.x[None], n, axis=0), np.repeat(x0[None], n, axis=0)], axis=1)
+    X0[:, :, poi] = mus[:, None]
     F = np.repeat(fx[None].astype(float), n, axis=0)
     F[:, poi] = 1.0
-    r = eng.solve_many(X0, lo, hi, F, d)  # every grid point in ONE vmapped call
+    r = eng.solve_best(X0, lo, hi, F, d[None])
     nll = r["fun"]
     ok = r["converged"]
-    _check(ok, "profile")
+    _check(ok, "profile", r)
     return ProfileResult(mus, 2.0 * (nll - g.nll), nll, r["x"], g, ok, list(eng.m.par_names))
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import ParameterError
-from ._engine import FitWarning, _check, _check_test_stat, _Engine, _engine, _jnp
+from ...errors import FitError, ParameterError
+from ._engine import FitWarning, _check, _check_test_stat, _Engine, _engine, _jnp, _merge_diag
 from .asymptotics import asymptotics, at_mu, prepare
 from .toys import _toy_results
 
@@ -72,7 +72,7 @@ def hypotest(
         if not scalar:
             raise ParameterError("calctype='toys' takes a single poi_value")
         r = _toy_results(eng, float(mus[0]), d, opts, test_stat, int(ntoys), int(seed))
-    _check(r["converged"], "hypotest")
+    _check(r["converged"], "hypotest", r.get("diag"))
     return _pack(r, scalar, test_stat == "q0", return_tail_probs, return_expected, return_expected_set)
 
 
@@ -108,6 +108,7 @@ def upper_limit(
     bounds: Any = None,
     fixed: Any = None,
     rtol: float = 1e-8,
+    outside_bounds: str = "warn",
 ):
     r"""Observed and expected (5-value band) upper limits on the POI at CLs = ``level`` (asymptotics).
 
@@ -119,24 +120,34 @@ def upper_limit(
     Returns ``(obs_limit, exp_limits)`` as pyhf: ``exp_limits[i]`` is the limit of the i-th expected CLs
     curve of :func:`hypotest`'s band (``exp_limits[2]`` the median). ``return_results`` adds ``(poi_values, cls_obs, cls_exp (n, 5))`` of every evaluation.
 
+    ``level`` must lie in (0, 1) (0.05 = 95% CL). A POI that does not change the expected data (a signal
+    of zero yield) has no upper limit: :class:`~hf2ppl.errors.ParameterError`. As pyhf, the bracketing may
+    extend past the POI's upper bound (fits with the POI fixed beyond it); a limit found there comes with a
+    :class:`FitWarning` (``outside_bounds="warn"``, the default), silently as pyhf (``"ignore"``), or as an
+    error (``"raise"``).
+
     Example:
         >>> obs, exp = hf2ppl.upper_limit(m)  # doctest: +SKIP
     """
     _check_test_stat(test_stat, ("qtilde", "q"))
+    level = _check_level(level)
+    if outside_bounds not in ("warn", "ignore", "raise"):
+        raise ParameterError(f"outside_bounds must be 'warn', 'ignore' or 'raise', got {outside_bounds!r}")
     eng = _engine(model)
     poi = eng.need_poi("upper_limit")
     opts = eng.setup(init, bounds, fixed)
     d = eng.data(data)
     prep = prepare(eng, d, opts, test_stat)
+    _check_poi_matters(eng, prep["free_x"], opts)
     seen_mu: list[np.ndarray] = []
     seen_v: list[np.ndarray] = []
-    conv = [True]
+    diags: list[dict] = []
 
     def curves(mus: np.ndarray) -> np.ndarray:
         """(n, 6) CLs values: observed then the 5 expected."""
         out = at_mu(eng, np.asarray(mus, float), prep, d, opts, test_stat)
         v = np.concatenate([np.asarray(out["cls"])[:, None], np.asarray(out["cls_exp"])], axis=1)
-        conv[0] &= bool(np.all(np.asarray(out["converged"])))
+        diags.append(out["diag"])
         seen_mu.append(np.asarray(mus, float))
         seen_v.append(v)
         return v
@@ -147,8 +158,16 @@ def upper_limit(
         limits = [float(np.interp(level, v[::-1, i], mus[::-1])) for i in range(6)]
     else:
         limits = _root_limits(curves, float(opts[1][poi]), float(opts[2][poi]), level, rtol)
-    if not conv[0]:
-        warnings.warn("upper_limit: a fit did not converge", FitWarning, stacklevel=2)
+    _check(np.concatenate([dg["converged"] for dg in diags]), "upper_limit", _merge_diag(*diags))
+    lo_b, hi_b = float(opts[1][poi]), float(opts[2][poi])
+    out_of = [(name, v) for name, v in zip(("observed", "expected -2σ", "expected -1σ", "expected median", "expected +1σ", "expected +2σ"),
+                                           limits) if not lo_b <= v <= hi_b]
+    if out_of and outside_bounds != "ignore":
+        msg = (f"upper_limit: {', '.join(f'{n} {v:.4g}' for n, v in out_of)} outside the POI bounds [{lo_b:g}, {hi_b:g}] of "
+               f"{eng.m.poi_name!r} (found by fits with the POI fixed beyond its bound, as pyhf); widen the bounds to trust it")
+        if outside_bounds == "raise":
+            raise FitError(msg)
+        warnings.warn(msg, FitWarning, stacklevel=2)
     obs, exp = np.asarray(limits[0]), [np.asarray(x) for x in limits[1:]]
     if return_results:
         allm = np.concatenate(seen_mu)
@@ -156,6 +175,32 @@ def upper_limit(
         o = np.argsort(allm, kind="stable")
         return obs, exp, (allm[o], allv[o, 0], allv[o, 1:])
     return obs, exp
+
+
+def _check_level(level: Any) -> float:
+    try:
+        lv = float(level)
+    except (TypeError, ValueError):
+        raise ParameterError(f"level must be a number in (0, 1) (0.05 for 95% CL), got {level!r}") from None
+    if not 0.0 < lv < 1.0:
+        raise ParameterError(f"level must be in (0, 1) (0.05 for a 95% CL limit), got {level!r}")
+    return lv
+
+
+def _check_poi_matters(eng: _Engine, x: np.ndarray, opts: tuple) -> None:
+    """Raise when the POI does not change the expected main data anywhere in its bounds (no limit exists)."""
+    poi = eng.poi
+    lo, hi = float(opts[1][poi]), float(opts[2][poi])
+    pts = [v for v in (lo, hi, 0.0, 1.0, 0.5 * (lo + hi)) if np.isfinite(v)]
+    rows = []
+    for v in pts:
+        y = x.copy()
+        y[poi] = v
+        rows.append(eng.expected(y)[: eng.B])
+    rows = np.asarray(rows)
+    if np.all(np.abs(rows - rows[0]) <= 1e-12 * (1.0 + np.abs(rows[0]))):
+        raise ParameterError(f"upper_limit: the POI {eng.m.poi_name!r} does not change the expected data (its signal has zero yield "
+                             "in every bin), so no upper limit exists; check the signal samples of the workspace or patch")
 
 
 def _root_limits(curves, lo: float, hi: float, level: float, rtol: float, maxiter: int = 100) -> list[float]:
@@ -179,6 +224,9 @@ def _root_limits(curves, lo: float, hi: float, level: float, rtol: float, maxite
         hi *= 2
         f_hi = ev(np.array([hi]))[0]
         it += 1
+    if np.any(f_hi > 0) or np.any(f_lo < 0):
+        raise FitError(f"upper_limit: could not bracket CLs = {level:g} for POI values in [{lo:.3g}, {hi:.3g}] "
+                       f"(CLs - level there: {np.round(f_lo, 4).tolist()}, {np.round(f_hi, 4).tolist()})")
     a, b = np.full(6, lo), np.full(6, hi)
     fa, fb = f_lo.copy(), f_hi.copy()
     side = np.zeros(6)

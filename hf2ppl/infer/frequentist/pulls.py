@@ -7,27 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from ._engine import _check, _Engine, _engine
+from ._engine import _check, _engine
 from .fits import FitResult, fit
 
 
 # ====================================================================== pulls and impacts
-def _prefit_widths(eng: _Engine) -> tuple[np.ndarray, np.ndarray]:
-    """(prefit centre, prefit σ) per flat parameter: aux value and σ for normal constraints,
-    1 and 1/sqrt(τ) for Poisson (shapesys) constraints, (init, 0) for unconstrained ones (as cabinetry/pyhf)."""
-    centre = eng.init.copy()
-    width = np.zeros(eng.P)
-    for p in eng.m.ir.parameters:
-        sl = p.slice
-        if p.constraint == "normal":
-            centre[sl] = np.asarray(p.auxdata, float)
-            width[sl] = np.asarray(p.sigmas, float)
-        elif p.constraint == "poisson":
-            centre[sl] = 1.0
-            width[sl] = 1.0 / np.sqrt(np.asarray(p.factors, float))
-    return centre, width
-
-
 @dataclass
 class PullsResult:
     """Post-fit pulls of constrained parameters: ``pull = (θ̂ - θ₀)/σ₀``, ``constraint = σ̂/σ₀``."""
@@ -50,7 +34,7 @@ def pulls(model: Any, data: Any = None, *, fit_result: FitResult | None = None) 
     """
     eng = _engine(model)
     r = fit_result or fit(model, data)
-    c, w = _prefit_widths(eng)
+    c, w = eng.centre, eng.width
     sel = np.flatnonzero((w > 0) & ~r.fixed)
     names = [eng.m.par_names[i] for i in sel]
     err = r.errors
@@ -90,7 +74,7 @@ def impacts(model: Any, data: Any = None, *, fit_result: FitResult | None = None
     d = eng.data(data)
     x0, lo, hi, fx = eng.setup()
     fx = r.fixed
-    c, w = _prefit_widths(eng)
+    w = eng.width
     err = r.errors
     npar = [i for i in range(eng.P) if i != poi and not fx[i]]
     shifts = []

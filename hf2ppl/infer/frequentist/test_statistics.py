@@ -27,10 +27,13 @@ def test_statistic(model: Any, poi_value: float, data: Any = None, *, test_stat:
     mu = 0.0 if test_stat == "q0" else float(poi_value)
     x0, lo, hi, fx = eng.setup(init, bounds, fixed)
     d = eng.data(data)
-    xm, fm = x0.copy(), fx.astype(float)
-    xm[poi], fm[poi] = mu, 1.0
-    r = eng.solve_many(np.stack([x0, xm]), lo, hi, np.stack([fx.astype(float), fm]), d)
-    _check(r["converged"], "test_statistic")
+    fm = fx.astype(float)
+    fm[poi] = 1.0
+    S = eng.starts(x0, lo, hi, fx)
+    Sm = S.copy()
+    Sm[:, poi] = mu
+    r = eng.solve_best(np.stack([S, Sm]), lo, hi, np.stack([fx.astype(float), fm]), d[None])
+    _check(r["converged"], "test_statistic", r)
     return np.asarray(tstat_np(mu, r["fun"][1], r["fun"][0], r["x"][0][poi], test_stat))
 
 
@@ -47,8 +50,10 @@ def asimov_data(model: Any, poi_value: float, data: Any = None, *, return_fitted
     x0[poi] = poi_value
     fm = fx.astype(float)
     fm[poi] = 1.0
-    r = eng.solve_many(x0[None], lo, hi, fm[None], eng.data(data))
-    _check(r["converged"], "asimov_data")
+    S = eng.starts(x0, lo, hi, fx)
+    S[:, poi] = poi_value
+    r = eng.solve_best(S[None], lo, hi, fm[None], eng.data(data)[None])
+    _check(r["converged"], "asimov_data", r)
     a = eng.expected(r["x"][0])
     return (a, r["x"][0]) if return_fitted_pars else a
 
