@@ -22,7 +22,7 @@ Example:
 
 from __future__ import annotations
 
-from ._engine import TEST_STATS, FitWarning, _engine  # noqa: F401
+from ._engine import TEST_STATS, FitWarning, MultimodalWarning, _engine  # noqa: F401
 from .asymptotics import tstat_np  # noqa: F401
 from .fits import FitResult, ProfileResult, fit, profile
 from .intervals import SignificanceResult, hypotest, hypotest_fn, significance, significance_fn, upper_limit
@@ -37,6 +37,7 @@ __all__ = [
     "PullsResult",
     "ImpactsResult",
     "FitWarning",
+    "MultimodalWarning",
     "fit",
     "profile",
     "test_statistic",
