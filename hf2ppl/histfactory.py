@@ -88,7 +88,10 @@ class Tensors:
         self.hs_cell = cell[o].astype(np.int32)
         self.hs_lo = ir.histosys_lo[k, s_, b][o].astype(f)
         self.hs_hi = ir.histosys_hi[k, s_, b][o].astype(f)
-        k, s_, c = np.nonzero(ir.normsys_idx != P)  # neutral slots: alpha index P, hi = lo = 1
+        # entries whose templates equal the nominal contribute nothing at the IR's nominal yields: the kernel
+        # skips them unless the nominal yields are replaced (``nominal=``, the differentiable-yields path)
+        self.hs_active = np.flatnonzero((self.hs_lo != ir.nominal.reshape(-1)[self.hs_cell]) | (self.hs_hi != ir.nominal.reshape(-1)[self.hs_cell]))
+        k, s_, c = np.nonzero((ir.normsys_idx != P) & ((ir.normsys_hi != 1.0) | (ir.normsys_lo != 1.0)))  # neutral: hi = lo = 1
         cell = s_ * C + c
         o = np.lexsort((k, cell))
         self.ns_par = ir.normsys_idx[k, s_, c][o].astype(np.int32)
@@ -154,13 +157,21 @@ def expected_rates(xp, T: Tensors, theta, nominal=None):
     nom = T.nominal if nominal is None else nominal
     S, B, C = T.n_samples, T.n_bins, T.n_channels
     rates = nom
-    if T.hs_par.shape[0]:
-        nom_e = nom.reshape((-1,))[T.hs_cell]
-        delta = histosys_delta(xp, T.histosys_code, theta[T.hs_par], T.hs_lo, nom_e, T.hs_hi)
-        rates = rates + xp.segment_sum(delta, T.hs_cell, S * B).reshape((S, B))
+    if nominal is None:  # only the entries that change the rate at the IR's nominal yields
+        a = T.hs_active
+        hs_par, hs_cell, hs_lo, hs_hi = T.hs_par[a], T.hs_cell[a], T.hs_lo[a], T.hs_hi[a]
+    else:
+        hs_par, hs_cell, hs_lo, hs_hi = T.hs_par, T.hs_cell, T.hs_lo, T.hs_hi
+    if hs_par.shape[0]:
+        nom_e = nom.reshape((-1,))[hs_cell]
+        delta = histosys_delta(xp, T.histosys_code, theta[hs_par], hs_lo, nom_e, hs_hi)
+        rates = rates + xp.segment_sum(delta, hs_cell, S * B).reshape((S, B))
     if T.ns_par.shape[0]:
         logf, negative = _normsys_logfactor(xp, T.normsys_code, theta[T.ns_par], T.ns_pre)
-        F = xp.exp(xp.segment_sum(logf, T.ns_cell, S * C))
+        # a product of normsys factors beyond e^±600 (rates off by 260 orders of magnitude) is clamped: such
+        # points are reached only by wild trial steps, where subnormal arithmetic would slow every lane down
+        logF = xp.segment_sum(logf, T.ns_cell, S * C)
+        F = xp.exp(xp.where(logF < -600.0, -600.0, xp.where(logF > 600.0, 600.0, logF)))
         if negative is not None:  # the sign of the product: (-1)^(number of negative factors)
             count = xp.segment_sum(negative.astype(logf.dtype), T.ns_cell, S * C)
             F = F * (1.0 - 2.0 * (count % 2.0))

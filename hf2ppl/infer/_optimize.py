@@ -135,7 +135,8 @@ def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9) -
         p, ok = _masked_solve(H, g, m, jnp.asarray(1e-12, x.dtype))
         return jnp.where(ok, jnp.maximum(-0.5 * (g * m) @ p, 0.0), jnp.inf)
 
-    def _run(x0, lo, hi, fixed, *args):
+    def _run(x0, lo, hi, fixed, *args, cap=None):
+        limit = maxiter if cap is None else jnp.minimum(maxiter, cap)
         x0 = jnp.where(fixed > 0.5, x0, jnp.clip(x0, lo, hi))  # fixed values may sit outside the bounds
         dtype = x0.dtype
         f0, g0, H0 = fgh(x0, *args)
@@ -145,13 +146,16 @@ def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9) -
         e0 = jnp.where(finite0, edm_of(x0, g0, H0, lo, hi, fixed), jnp.inf)
 
         def cond(s):
-            return (s["status"] < 0) & (s["it"] < maxiter)
+            return (s["status"] < 0) & (s["it"] < limit)
 
         def body(s):
             x, f, g, H, lam, nu, e = s["x"], s["f"], s["g"], s["H"], s["lam"], s["nu"], s["edm"]
             m = _free_mask(x, g, lo, hi, fixed).astype(dtype)
             p, ok = _masked_solve(H, g, m, lam)
-            xt = jnp.where(fixed > 0.5, x, jnp.clip(x + p, lo, hi))
+            # a lane of a vmapped batch that is already done evaluates at its own point (no wasted work on a wild
+            # trial point, where products of extreme factors run into slow subnormal arithmetic)
+            active = (s["status"] < 0) & (s["it"] < limit)
+            xt = jnp.where((fixed > 0.5) | ~active, x, jnp.clip(x + p, lo, hi))
             st = xt - x
             ft, gt, Ht = fgh(xt, *args)
             finite = ok & jnp.isfinite(ft) & jnp.all(jnp.isfinite(gt)) & jnp.all(jnp.isfinite(Ht))
@@ -163,7 +167,7 @@ def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9) -
             descent = (ared > 0) & ((pred <= 0) | (rho > 1e-4))
             # at machine precision f cannot decrease reliably: accept a step that does not raise f and lowers the EDM
             roundoff = (jnp.abs(ared) <= noise) & (et < e)
-            accept = finite & (descent | roundoff)
+            accept = active & finite & (descent | roundoff)
             # Nielsen's damping update
             lam_acc = lam * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * jnp.clip(rho, 0.0, 1.0) - 1.0) ** 3)
             lam2 = jnp.clip(jnp.where(accept, lam_acc, lam * nu), 1e-15, 1e20)
@@ -175,7 +179,9 @@ def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9) -
             e2 = jnp.where(accept, et, e)
             stall2 = jnp.where(accept & (jnp.abs(ared) > noise), 0, s["stall"] + 1)
             status = jnp.where(e2 < tol, 0, jnp.where((stall2 >= 8) | (lam2 >= 1e20), 2, -1))
-            return dict(x=x2, f=f2, g=g2, H=H2, lam=lam2, nu=nu2, edm=e2, it=s["it"] + 1, status=status, stall=stall2)
+            status = jnp.where(active, status, s["status"])
+            return dict(x=x2, f=f2, g=g2, H=H2, lam=jnp.where(active, lam2, lam), nu=jnp.where(active, nu2, nu), edm=e2,
+                        it=s["it"] + active.astype(s["it"].dtype), status=status, stall=stall2)
 
         status0 = jnp.where(~finite0, 3, jnp.where(e0 < tol, 0, -1))
         init = dict(x=x0, f=f0, g=g0, H=H0, lam=jnp.asarray(1e-3, dtype), nu=jnp.asarray(2.0, dtype), edm=e0,
@@ -219,4 +225,7 @@ def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9) -
         return (zeros, jnp.zeros_like(lo), jnp.zeros_like(hi), jnp.zeros_like(fixed), *cargs)
 
     solve.defvjp(fwd, bwd)
+    # batched fits that need no derivatives may cap the iterations per problem (e.g. extra starts of a
+    # multi-start fit): ``solve.capped(x0, lo, hi, fixed, cap, *args)``
+    solve.capped = lambda x0, lo, hi, fixed, cap, *args: _run(x0, lo, hi, fixed, *args, cap=cap)
     return solve

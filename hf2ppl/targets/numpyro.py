@@ -143,13 +143,29 @@ class NumPyroModel(CompiledModel):
         import jax.numpy as jnp
 
         if isinstance(params, Mapping):
-            theta = self._jinit
-            for idx, value, n in self._param_assignments(params):
-                theta = theta.at[idx].set(jnp.reshape(jnp.asarray(value, dtype=self.dtype), (n,)))
-            return theta
+            return self._assemble([(idx, jnp.reshape(jnp.asarray(value, dtype=self.dtype), (n,)))
+                                   for idx, value, n in self._param_assignments(params)])
         theta = jnp.asarray(params, dtype=self.dtype)
         self._check_flat(theta.shape)
         return theta
+
+    def _assemble(self, items):
+        """The flat vector from ``(flat indices, values)`` pieces in ONE concatenate + gather (not one scatter
+        per parameter set: real workspaces have a hundred sets, and this runs inside every density call)."""
+        import jax.numpy as jnp
+
+        if not items:
+            return self._jinit
+        P = self.ir.npars
+        idx = np.concatenate([np.atleast_1d(np.arange(P)[i]) for i, _ in items])
+        if np.unique(idx).size != idx.size:  # overlapping pieces: later ones win, as sequential assignment
+            theta = self._jinit
+            for i, v in items:
+                theta = theta.at[i].set(v)
+            return theta
+        perm = np.arange(P)
+        perm[idx] = P + np.arange(idx.size)
+        return jnp.concatenate([self._jinit, *[v for _, v in items]])[perm]
 
     def from_free(self, free):
         """Full flat vector from the free components only (fixed ones at their init)."""
@@ -202,10 +218,8 @@ class NumPyroModel(CompiledModel):
         import numpyro.distributions as dist
 
         dists = self.site_distributions()
-        theta = self._jinit
-        for p in self.free_parameters:
-            v = numpyro.sample(p.name, dists[p.name])
-            theta = theta.at[self._site_index[p.name]].set(jnp.reshape(v, (-1,)))
+        theta = self._assemble([(self._site_index[p.name], jnp.reshape(numpyro.sample(p.name, dists[p.name]), (-1,)))
+                                for p in self.free_parameters])
         main, aux = self._split_data(data)
         n = jnp.asarray(self.ir.observed if main is None else main, dtype=self.dtype)
         lam = hf.expected_main(self._xp, self._T, theta)

@@ -17,6 +17,10 @@ from ...errors import ParameterError
 TEST_STATS = ("qtilde", "q", "q0", "tmu", "tmu_tilde")
 #: EDM tolerance of every fit, in units of NLL (Minuit's estimated distance to minimum)
 EDM_TOL = 1e-10
+#: iteration cap of the primary start of every fit, and of the extra starts of a multi-start fit (which only
+#: serve to find other basins: one that has not converged by then is not used)
+MAXITER = 100
+ALT_MAXITER = 40
 #: two local minima are distinct when their 2·NLL differ by more than this
 MULTIMODAL_TOL = 1e-3
 _EXPECTED_NSIGMA = (2.0, 1.0, 0.0, -1.0, -2.0)
@@ -105,12 +109,20 @@ class _Engine:
             lp = hf.logpdf(xp, T, x, data[:B], data[B:], nominal=nominal)
             return -(lp + plan.logpdf(xp, x, m.dtype))
 
+        def nll_fit(x, data, nominal):
+            """``nll`` at the IR's own nominal yields (``nominal`` ignored): the kernel then skips the histosys
+            entries that cannot change a rate there. Fits use it; the differentiable-yields path uses ``nll``."""
+            lp = hf.logpdf(xp, T, x, data[:B], data[B:])
+            return -(lp + plan.logpdf(xp, x, m.dtype))
+
         self.nll = nll
+        self.nll_fit = nll_fit
         # bytes of one problem's Hessian intermediates ~ tangents per block x modifier slots x samples x bins
         slots = sum(int(np.prod(getattr(ir, k).shape)) for k in ("factor_idx", "normsys_idx", "histosys_idx")) + ir.nominal.size
         per_problem = 8.0 * 8 * min(self.P, _HESS_BLOCK) * slots + 8.0 * 4 * self.P**2
         self.max_batch = max(4, 1 << int(np.log2(max(4.0, 1e9 / per_problem))))
-        self.solve = make_solver(nll, tol=EDM_TOL)
+        self.solve = make_solver(nll_fit, tol=EDM_TOL, maxiter=MAXITER)
+        self.solve_yields = make_solver(nll, tol=EDM_TOL, maxiter=MAXITER)
         self.centre, self.width = _prefit_widths(ir, self.init)
         normal_idx, normal_pos = ir.normal_idx, ir.normal_auxpos
         poisson_idx, poisson_pos = ir.poisson_idx, ir.poisson_auxpos
@@ -132,7 +144,7 @@ class _Engine:
         # ONE batched kernel for every fit: start point, fixed mask and data batched; bounds and nominal shared.
         # Batches are padded to a few bucket sizes so that a model compiles it only a handful of times; small
         # batches (fits, hypotests) also return the exact Hessian at the minimum, big ones (toys, scans) not.
-        batch = jax.vmap(self.solve, in_axes=(0, None, None, 0, 0, None))
+        batch = jax.vmap(self.solve.capped, in_axes=(0, None, None, 0, 0, 0, None))
         self._batch_j = jax.jit(batch)
         self._batch_noh_j = jax.jit(lambda *a: batch(*a)._replace(hessian=None))
         self._nll_j = jax.jit(nll)
@@ -150,15 +162,16 @@ class _Engine:
 
     _KEYS = ("x", "fun", "grad_norm", "niter", "converged", "edm", "status")
 
-    def solve_many(self, X0: np.ndarray, lo: np.ndarray, hi: np.ndarray, F: np.ndarray, D: np.ndarray) -> dict:
+    def solve_many(self, X0: np.ndarray, lo: np.ndarray, hi: np.ndarray, F: np.ndarray, D: np.ndarray, caps: Any = None) -> dict:
         """Fit ``n`` problems (rows of X0, F, D) in one vmapped call; returns numpy arrays with leading axis n
-        (``hessian`` (n, P, P) for batches of at most 16 problems, else None)."""
+        (``hessian`` (n, P, P) for batches of at most 16 problems, else None). ``caps``: per-problem iteration caps."""
         X0 = np.atleast_2d(np.asarray(X0, float))
         n = X0.shape[0]
         F = np.broadcast_to(np.asarray(F, float), (n, self.P))
         D = np.broadcast_to(np.asarray(D, float), (n, self.B + self.A))
+        C = np.broadcast_to(np.asarray(MAXITER if caps is None else caps, np.int32), (n,))
         if n > self.max_batch:  # keep the memory of forward-mode derivatives bounded on big models
-            parts = [self.solve_many(X0[i:i + self.max_batch], lo, hi, F[i:i + self.max_batch], D[i:i + self.max_batch])
+            parts = [self.solve_many(X0[i:i + self.max_batch], lo, hi, F[i:i + self.max_batch], D[i:i + self.max_batch], C[i:i + self.max_batch])
                      for i in range(0, n, self.max_batch)]
             out = {k: np.concatenate([p[k] for p in parts]) for k in self._KEYS}
             out["hessian"] = None
@@ -169,18 +182,22 @@ class _Engine:
             X0 = np.concatenate([X0, X0[pad]])
             F = np.concatenate([F, F[pad]])
             D = np.concatenate([D, D[pad]])
+            C = np.concatenate([C, np.zeros(size - n, np.int32)])  # padding rows do no iterations
         with_h = size <= 16
-        r = (self._batch_j if with_h else self._batch_noh_j)(*_jnp(X0, lo, hi, F, D), self.nominal)
+        x0_, lo_, hi_, F_ = _jnp(X0, lo, hi, F)
+        r = (self._batch_j if with_h else self._batch_noh_j)(x0_, lo_, hi_, F_, np.asarray(C), _jnp(D)[0], self.nominal)
         out = {k: np.asarray(getattr(r, k))[:n] for k in self._KEYS}
         out["hessian"] = np.asarray(r.hessian)[:n] if with_h else None
         return out
 
     def starts(self, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, fx: np.ndarray, k: int = 4) -> np.ndarray:
         """``k`` start points for a multi-start fit: ``x0``, then the constrained free parameters moved by
-        +1σ and -1σ of their constraints, then a seeded random point (constrained: N(0, σ²) around the aux
-        value, clipped at ±2σ; unconstrained: ``x0 · exp(0.3 z)``); all inside the bounds, fixed components kept."""
+        +σ/2 and -σ/2 of their constraints, then seeded random points (constrained: N(0, σ²/4) around the aux
+        value, clipped at ±σ; unconstrained: ``x0 · exp(0.2 z)``); all inside the bounds, fixed components kept.
+        (Moving hundreds of nuisance parameters by a full σ at once gives absurd start points on real
+        likelihoods, with rates off by orders of magnitude.)"""
         rng = np.random.default_rng(12345)
-        w = np.where(fx, 0.0, self.width)
+        w = np.where(fx, 0.0, 0.5 * self.width)
         X = [x0]
         if k > 1:
             X.append(np.where(w > 0, self.centre + w, x0))
@@ -188,7 +205,7 @@ class _Engine:
             X.append(np.where(w > 0, self.centre - w, x0))
         while len(X) < k:
             z = np.clip(rng.standard_normal(self.P), -2.0, 2.0)
-            X.append(np.where(w > 0, self.centre + w * z, np.where(fx, x0, x0 * np.exp(0.3 * z))))
+            X.append(np.where(w > 0, self.centre + w * z, np.where(fx, x0, x0 * np.exp(0.2 * z))))
         X = np.stack(X)
         span = hi - lo
         inner_lo = np.where(np.isfinite(span), lo + 1e-3 * span, lo)
@@ -203,7 +220,8 @@ class _Engine:
         n, k = X0s.shape[:2]
         F = np.broadcast_to(np.asarray(F, float), (n, self.P))
         D = np.broadcast_to(np.asarray(D, float), (n, self.B + self.A))
-        r = self.solve_many(X0s.reshape(n * k, self.P), lo, hi, np.repeat(F, k, axis=0), np.repeat(D, k, axis=0))
+        caps = np.tile(np.r_[MAXITER, np.full(k - 1, ALT_MAXITER)], n)  # extra starts: bounded cost
+        r = self.solve_many(X0s.reshape(n * k, self.P), lo, hi, np.repeat(F, k, axis=0), np.repeat(D, k, axis=0), caps)
         return self.best(r, n, k)
 
     def best(self, r: dict, groups: int, per: int) -> dict:
@@ -212,7 +230,9 @@ class _Engine:
         with 2ΔNLL above :data:`MULTIMODAL_TOL`) and ``minima`` (their 2ΔNLL above the best)."""
         fun = r["fun"].reshape(groups, per)
         conv = r["converged"].reshape(groups, per)
-        score = np.where(np.isfinite(fun), fun, np.inf) + np.where(conv, 0.0, 1e-9 * (1 + np.abs(np.nan_to_num(fun))))
+        finite = np.where(np.isfinite(fun), fun, np.inf)
+        # the deepest converged minimum; only where no start converged, the deepest point reached
+        score = np.where(conv.any(axis=1, keepdims=True), np.where(conv, finite, np.inf), finite)
         j = np.argmin(score, axis=1)
         rows = np.arange(groups) * per + j
         out = {k: (None if r[k] is None else r[k][rows]) for k in r}

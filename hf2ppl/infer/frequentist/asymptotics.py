@@ -77,7 +77,7 @@ def asymptotics(eng: _Engine, mus, data, nominal, x0, lo, hi, fixed, test_stat="
     poi = eng.poi
     n = mus.shape[0]
     fpoi = fixed.at[poi].set(1.0)
-    batch = jax.vmap(eng.solve, in_axes=(0, None, None, 0, 0, None))
+    batch = jax.vmap(eng.solve_yields, in_axes=(0, None, None, 0, 0, None))
     # stage 1: free fit to data and the Asimov-generating fit (two problems, one vmapped solve)
     x_as = x0.at[poi].set(1.0 if test_stat == "q0" else 0.0)
     r1 = batch(jnp.stack([x0, x_as]), lo, hi, jnp.stack([fixed, fpoi]), jnp.stack([data, data]), nominal)
