@@ -21,6 +21,8 @@ EDM_TOL = 1e-10
 #: serve to find other basins: one that has not converged by then is not used)
 MAXITER = 100
 ALT_MAXITER = 40
+#: above this many parameters fits are single-start by default (``fit(..., starts=k)`` still multi-starts)
+MULTISTART_MAX_PARS = 400
 #: two local minima are distinct when their 2·NLL differ by more than this
 MULTIMODAL_TOL = 1e-3
 _EXPECTED_NSIGMA = (2.0, 1.0, 0.0, -1.0, -2.0)
@@ -152,13 +154,8 @@ class _Engine:
     # ------------------------------------------------------------ batched fits (numpy in, numpy out)
     @staticmethod
     def bucket(n: int) -> int:
-        if n <= 4:
-            return 4
-        if n <= 8:
-            return 8
-        if n <= 16:
-            return 16
-        return 1 << (n - 1).bit_length()
+        """Batch sizes are padded to powers of two (1, 2, 4, 8, ...): few compilations, little padding."""
+        return 1 << max(0, (n - 1).bit_length())
 
     _KEYS = ("x", "fun", "grad_norm", "niter", "converged", "edm", "status")
 
@@ -190,12 +187,18 @@ class _Engine:
         out["hessian"] = np.asarray(r.hessian)[:n] if with_h else None
         return out
 
-    def starts(self, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, fx: np.ndarray, k: int = 4) -> np.ndarray:
+    def default_starts(self) -> int:
+        """Starts of a multi-start fit when not given: 4 up to :data:`MULTISTART_MAX_PARS` parameters, else 1
+        (every start costs a full Hessian per iteration; on combination-size models that is not free)."""
+        return 4 if self.P <= MULTISTART_MAX_PARS else 1
+
+    def starts(self, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, fx: np.ndarray, k: int | None = None) -> np.ndarray:
         """``k`` start points for a multi-start fit: ``x0``, then the constrained free parameters moved by
         +σ/2 and -σ/2 of their constraints, then seeded random points (constrained: N(0, σ²/4) around the aux
         value, clipped at ±σ; unconstrained: ``x0 · exp(0.2 z)``); all inside the bounds, fixed components kept.
         (Moving hundreds of nuisance parameters by a full σ at once gives absurd start points on real
         likelihoods, with rates off by orders of magnitude.)"""
+        k = self.default_starts() if k is None else int(k)
         rng = np.random.default_rng(12345)
         w = np.where(fx, 0.0, 0.5 * self.width)
         X = [x0]

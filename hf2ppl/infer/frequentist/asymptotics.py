@@ -15,7 +15,7 @@ def tstat_np(mu, fixed_fun, free_fun, muhat, test_stat: str) -> np.ndarray:
         return np.where(muhat < 0.0, 0.0, t)
     return t
 
-def prepare(eng: _Engine, d: np.ndarray, opts: tuple, test_stat: str, starts: int = 4) -> dict:
+def prepare(eng: _Engine, d: np.ndarray, opts: tuple, test_stat: str, starts: int | None = None) -> dict:
     """The μ-independent fits: free fit to data, the Asimov data (fixed-POI fit at μ=0, or 1 for q0),
     and the free fit to the Asimov data. Both fits are multi-start (one vmapped call of ``2 x starts``)."""
     x0, lo, hi, fx = opts

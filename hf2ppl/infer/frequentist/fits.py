@@ -90,7 +90,7 @@ def _covariance(H: np.ndarray, fixed: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return cov, corr
 
 
-def fit(model: Any, data: Any = None, *, fixed: Any = None, init: Any = None, bounds: Any = None, starts: int = 4) -> FitResult:
+def fit(model: Any, data: Any = None, *, fixed: Any = None, init: Any = None, bounds: Any = None, starts: int | None = None) -> FitResult:
     """Maximum-likelihood fit (pyhf's ``pyhf.infer.mle.fit``), bounded, with exact-Hessian uncertainties.
 
     Args:
@@ -103,7 +103,8 @@ def fit(model: Any, data: Any = None, *, fixed: Any = None, init: Any = None, bo
         bounds: ``{name: (lo, hi)}`` or a ``(P, 2)`` array (default: the model's suggested bounds).
         starts: number of start points fitted together (one vmapped call): ``init``, the constrained
             parameters at ±1σ, then seeded random points (see ``_Engine.starts``); the deepest minimum is
-            returned and a :class:`MultimodalWarning` raised when distinct minima were found. 1 = ``init`` only.
+            returned and a :class:`MultimodalWarning` raised when distinct minima were found. 1 = ``init`` only;
+            default 4, or 1 above 400 parameters (``MULTISTART_MAX_PARS``).
 
     Returns:
         :class:`FitResult`. A fit that ends at a non-finite NLL raises :class:`~hf2ppl.errors.FitError`;
@@ -119,10 +120,10 @@ def fit(model: Any, data: Any = None, *, fixed: Any = None, init: Any = None, bo
     return _fit_result(eng, _multistart(eng, x0, lo, hi, fx, d, starts), 0, fx)
 
 
-def _multistart(eng: _Engine, x0, lo, hi, fx, d, starts: int = 4) -> dict:
-    if int(starts) < 1:
+def _multistart(eng: _Engine, x0, lo, hi, fx, d, starts: int | None = None) -> dict:
+    if starts is not None and int(starts) < 1:
         raise ParameterError(f"starts must be >= 1, got {starts}")
-    return eng.solve_best(eng.starts(x0, lo, hi, fx, int(starts))[None], lo, hi, fx.astype(float)[None], d[None])
+    return eng.solve_best(eng.starts(x0, lo, hi, fx, starts)[None], lo, hi, fx.astype(float)[None], d[None])
 
 
 def _fit_result(eng: _Engine, r: dict, i: int, fx: np.ndarray) -> FitResult:
