@@ -104,7 +104,7 @@ def fit(model: Any, data: Any = None, *, fixed: Any = None, init: Any = None, bo
         starts: number of start points fitted together (one vmapped call): ``init``, the constrained
             parameters at ±1σ, then seeded random points (see ``_Engine.starts``); the deepest minimum is
             returned and a :class:`MultimodalWarning` raised when distinct minima were found. 1 = ``init`` only;
-            default 4, or 1 above 400 parameters (``MULTISTART_MAX_PARS``).
+            default 4, or 1 above 200 parameters (``MULTISTART_MAX_PARS``).
 
     Returns:
         :class:`FitResult`. A fit that ends at a non-finite NLL raises :class:`~hf2ppl.errors.FitError`;
