@@ -92,12 +92,27 @@ def _drop_empty_entries(path: Path) -> None:
         log.debug("hf2ppl: could not scan the compilation cache %s: %s", path, e)
 
 
+#: size bound of the persistent cache (LRU eviction and file locking, see _lower_thresholds)
+_MAX_SIZE_BYTES = 2 * 1024**3
+
+
 def _lower_thresholds(jax) -> None:
     """Cache hf2ppl's small programs too: JAX by default writes only programs that took >= 1 s to compile."""
     if jax.config.jax_persistent_cache_min_compile_time_secs == _JAX_MIN_COMPILE_TIME:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     if jax.config.jax_persistent_cache_min_entry_size_bytes == _JAX_MIN_ENTRY_SIZE:
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # -1: no size floor, no override by JAX
+    # A size bound turns on JAX's LRU eviction, and with it a file lock around every read and write of an
+    # entry. Without it JAX writes entries non-atomically, and a process reading an entry that another one
+    # (a pytest-xdist worker, a Dask worker, a second notebook) is still writing can abort in XLA's
+    # deserialiser: seen as "Fatal Python error: Aborted" in compilation_cache.get_executable_and_time.
+    try:
+        if jax.config.jax_compilation_cache_max_size == -1:
+            import filelock  # noqa: F401  (JAX needs it for the lock)
+
+            jax.config.update("jax_compilation_cache_max_size", _MAX_SIZE_BYTES)
+    except Exception as e:  # pragma: no cover - very old/new JAX, or no filelock: no locking
+        log.info("hf2ppl: could not bound the compilation cache (%s); concurrent processes may race on it", e)
 
 
 def _reset_jax_cache() -> None:

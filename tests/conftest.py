@@ -8,6 +8,14 @@ from pathlib import Path
 
 import pytest
 
+# The suite compiles into its own persistent JAX cache, fresh for each run and shared by the xdist
+# workers of that run (never a user's ~/.cache/hf2ppl, which a killed earlier run could have left stale).
+if "HF2PPL_CACHE_DIR" not in os.environ and "HF2PPL_NO_CACHE" not in os.environ:
+    import tempfile
+
+    _run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
+    os.environ["HF2PPL_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"hf2ppl-test-cache-{_run}")
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HF2PPL_SHARED", ROOT.parent / "shared"))
 WORKSPACES = SHARED / "workspaces"
