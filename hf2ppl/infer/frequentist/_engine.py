@@ -239,7 +239,8 @@ class _Engine:
         j = np.argmin(score, axis=1)
         rows = np.arange(groups) * per + j
         out = {k: (None if r[k] is None else r[k][rows]) for k in r}
-        d2 = 2.0 * (fun - fun[np.arange(groups), j][:, None])
+        with np.errstate(invalid="ignore"):  # inf - inf for starts that never had a finite NLL
+            d2 = 2.0 * (fun - fun[np.arange(groups), j][:, None])
         distinct = conv & np.isfinite(d2) & (d2 > MULTIMODAL_TOL)
         out["multimodal"] = distinct.any(axis=1)
         out["minima"] = [np.unique(np.round(d2[g][distinct[g]], 6)) for g in range(groups)]
