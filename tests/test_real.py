@@ -25,6 +25,7 @@ Per case:
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
 import json
 import os
@@ -104,9 +105,31 @@ def _record(w: list) -> list[tuple[str, str]]:
     return [(x.category.__name__, str(x.message)) for x in w if issubclass(x.category, FitWarning)]
 
 
+def _release_engines() -> None:
+    """Drop hf2ppl's cached fitting engines (private ``_engine._ENGINES``).
+
+    Workaround, not a semantic change: each engine of a real-sized model holds ~1150 memory mappings
+    of jitted code and the cache keeps up to ``_MAX_ENGINES`` = 64 of them, so one process that fits
+    ~57 distinct staus models exceeds Linux's ``vm.max_map_count`` (65530) and dies inside XLA
+    ("LLVM ERROR: Unable to allocate section memory", abort or segfault in the JAX cache write).
+    Every result a test needs is computed in :func:`run` and cached, so engines are not needed after it.
+    """
+    mod = importlib.import_module("hf2ppl.infer.frequentist._engine")
+    cache = getattr(mod, "_ENGINES", None)
+    if cache is not None:
+        cache.clear()
+
+
 @functools.cache
 def run(cid: str) -> dict:
     """Compile, fit and (where pyhf could) hypotest one case with hf2ppl; all timings and warnings kept."""
+    try:
+        return _run(cid)
+    finally:
+        _release_engines()
+
+
+def _run(cid: str) -> dict:
     case = CASES[cid]
     out: dict = {"warnings": []}
     t = time.perf_counter()
