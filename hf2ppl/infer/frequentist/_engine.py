@@ -41,7 +41,10 @@ class MultimodalWarning(FitWarning):
 # ====================================================================== model handling
 _ENGINES: OrderedDict[Any, _Engine] = OrderedDict()
 _AUX_MODELS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-_MAX_ENGINES = 64
+#: compiled engines kept per process (LRU). Each real-sized engine holds ~1150 memory mappings of XLA code;
+#: 64 of them exceeded Linux's vm.max_map_count (65530) and the process aborted inside XLA after ~57
+#: staus signal points. Evicted engines recompile from the persistent cache when needed again.
+_MAX_ENGINES = 8
 
 
 def _aux_model(model: Any):
