@@ -59,3 +59,14 @@ def pyhf_model_and_data(case: dict, **config_kwargs):
         patches.append(ps[name])
     model = ws.model(patches=patches, **config_kwargs)
     return model, ws.data(model)
+
+
+@pytest.fixture(scope="module")
+def tight_pyhf():
+    """pyhf numpy backend with a tight scipy fit (tolerance 1e-12) for a module's comparisons, restored afterwards."""
+    import pyhf
+
+    old = pyhf.get_backend()
+    pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=1e-12))
+    yield
+    pyhf.set_backend(*old)

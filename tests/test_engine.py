@@ -22,12 +22,7 @@ pyhf = pytest.importorskip("pyhf")
 logging.getLogger("pyhf").setLevel(logging.ERROR)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def tight_pyhf():
-    old = pyhf.get_backend()
-    pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=1e-12))
-    yield
-    pyhf.set_backend(*old)
+pytestmark = pytest.mark.usefixtures("tight_pyhf")  # conftest.py
 
 
 def _ws(channels: list[tuple[str, list[dict], list[float]]], poi: str = "mu", parameters: list | None = None) -> dict:

@@ -40,13 +40,7 @@ def ref(cid: str):
         return pyhf_model_and_data(CASE_MAP[cid])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def tight_pyhf():
-    """pyhf numpy backend with a tight scipy fit, restored afterwards."""
-    old = pyhf.get_backend()
-    pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=1e-12))
-    yield
-    pyhf.set_backend(*old)
+pytestmark = pytest.mark.usefixtures("tight_pyhf")  # conftest.py
 
 
 def rel(a, b) -> float:
