@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from .interpolation import histosys_delta, normsys_precompute
+from .interpolation import histosys_delta, normsys_logfactor, normsys_precompute
 
 __all__ = [
     "Tensors",
@@ -64,15 +64,7 @@ class Tensors:
         self.ext = np.array([0.0, 1.0], dtype=f)
         self.nominal = ir.nominal.astype(f)
         self.factor_idx = ir.factor_idx
-        self.normsys_idx = ir.normsys_idx
-        self.normsys_hi = ir.normsys_hi.astype(f)
-        self.normsys_lo = ir.normsys_lo.astype(f)
         self.normsys_code = ir.normsys_code
-        pre = normsys_precompute(np, ir.normsys_code, ir.normsys_lo, ir.normsys_hi)
-        self.normsys_pre = {k: ([c.astype(f) for c in v] if k == "coef" else v.astype(f)) for k, v in pre.items()}
-        self.histosys_idx = ir.histosys_idx
-        self.histosys_hi = ir.histosys_hi.astype(f)
-        self.histosys_lo = ir.histosys_lo.astype(f)
         self.histosys_code = ir.histosys_code
         self.bin_channel = ir.bin_channel
         # sparse layout (what the kernels use): one entry per modifier actually present, sorted by its cell.
@@ -90,7 +82,9 @@ class Tensors:
         self.hs_hi = ir.histosys_hi[k, s_, b][o].astype(f)
         # entries whose templates equal the nominal contribute nothing at the IR's nominal yields: the kernel
         # skips them unless the nominal yields are replaced (``nominal=``, the differentiable-yields path)
-        self.hs_active = np.flatnonzero((self.hs_lo != ir.nominal.reshape(-1)[self.hs_cell]) | (self.hs_hi != ir.nominal.reshape(-1)[self.hs_cell]))
+        a = np.flatnonzero((self.hs_lo != ir.nominal.reshape(-1)[self.hs_cell]) | (self.hs_hi != ir.nominal.reshape(-1)[self.hs_cell]))
+        self.hs_active = a
+        self.hs_entries_active = (self.hs_par[a], self.hs_cell[a], self.hs_lo[a], self.hs_hi[a])
         k, s_, c = np.nonzero((ir.normsys_idx != P) & ((ir.normsys_hi != 1.0) | (ir.normsys_lo != 1.0)))  # neutral: hi = lo = 1
         cell = s_ * C + c
         o = np.lexsort((k, cell))
@@ -125,24 +119,6 @@ def tensors(ir, dtype="float64") -> Tensors:
     return Tensors(ir, dtype)
 
 
-def _normsys_logfactor(xp, code: str, alpha, pre: dict):
-    """``(log|f|, f < 0)`` of :func:`~hf2ppl.interpolation.normsys_factor` (the same formula): code1 is then
-    linear in :math:`|\alpha|`, and a cell's product of normsys factors is one ``exp`` of a segment sum.
-    The code-4 polynomial can be negative for very asymmetric hi/lo (real workspaces have lo = 0.01 with
-    hi = 100): its sign is returned so that the product keeps pyhf's (negative) value; |f| is floored at 1e-300."""
-    abs_a = xp.abs(alpha)
-    lin = abs_a * xp.where(alpha >= 0, pre["log_hi"], pre["log_lo"])
-    if code == "code1":
-        return lin, None
-    c = pre["coef"]
-    poly = 1.0 + alpha * (c[0] + alpha * (c[1] + alpha * (c[2] + alpha * (c[3] + alpha * (c[4] + alpha * c[5])))))
-    inside = abs_a < 1
-    mag = xp.abs(poly)
-    safe = xp.where(inside & (mag > 1e-300), mag, 1.0)
-    logf = xp.where(inside, xp.where(mag > 1e-300, xp.log(safe), -690.8), lin)
-    return logf, inside & (poly < 0)
-
-
 def expected_rates(xp, T: Tensors, theta, nominal=None):
     """Expected rate per sample and bin, shape ``(S, B)``.
 
@@ -158,8 +134,7 @@ def expected_rates(xp, T: Tensors, theta, nominal=None):
     S, B, C = T.n_samples, T.n_bins, T.n_channels
     rates = nom
     if nominal is None:  # only the entries that change the rate at the IR's nominal yields
-        a = T.hs_active
-        hs_par, hs_cell, hs_lo, hs_hi = T.hs_par[a], T.hs_cell[a], T.hs_lo[a], T.hs_hi[a]
+        hs_par, hs_cell, hs_lo, hs_hi = T.hs_entries_active
     else:
         hs_par, hs_cell, hs_lo, hs_hi = T.hs_par, T.hs_cell, T.hs_lo, T.hs_hi
     if hs_par.shape[0]:
@@ -167,7 +142,7 @@ def expected_rates(xp, T: Tensors, theta, nominal=None):
         delta = histosys_delta(xp, T.histosys_code, theta[hs_par], hs_lo, nom_e, hs_hi)
         rates = rates + xp.segment_sum(delta, hs_cell, S * B).reshape((S, B))
     if T.ns_par.shape[0]:
-        logf, negative = _normsys_logfactor(xp, T.normsys_code, theta[T.ns_par], T.ns_pre)
+        logf, negative = normsys_logfactor(xp, T.normsys_code, theta[T.ns_par], T.ns_pre)
         # a product of normsys factors beyond e^±600 (rates off by 260 orders of magnitude) is clamped: such
         # points are reached only by wild trial steps, where subnormal arithmetic would slow every lane down
         logF = xp.segment_sum(logf, T.ns_cell, S * C)

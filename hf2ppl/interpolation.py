@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["histosys_delta", "normsys_factor", "normsys_precompute", "code4_coefficients", "HISTOSYS_CODES", "NORMSYS_CODES"]
+__all__ = ["histosys_delta", "normsys_factor", "normsys_logfactor", "normsys_precompute", "code4_coefficients", "HISTOSYS_CODES", "NORMSYS_CODES"]
 
 HISTOSYS_CODES = ("code0", "code2", "code4p")
 NORMSYS_CODES = ("code1", "code4")
@@ -87,6 +87,18 @@ def normsys_precompute(xp, code: str, lo, hi) -> dict:
     return pre
 
 
+def _normsys_pieces(xp, code: str, alpha, pre: dict):
+    r"""The two pieces every normsys code is made of: the exponent :math:`|\alpha| \log(\mathrm{hi\ or\ lo})`
+    and, for code4, the inner polynomial :math:`1 + \sum_i a_i \alpha^i` (None for code1)."""
+    if code not in NORMSYS_CODES:
+        raise ValueError(f"unknown normsys interpolation code {code!r}; use one of {NORMSYS_CODES}")
+    lin = xp.abs(alpha) * xp.where(alpha >= 0, pre["log_hi"], pre["log_lo"])
+    if code == "code1":
+        return lin, None
+    c = pre["coef"]
+    return lin, 1.0 + alpha * (c[0] + alpha * (c[1] + alpha * (c[2] + alpha * (c[3] + alpha * (c[4] + alpha * c[5])))))
+
+
 def normsys_factor(xp, code: str, alpha, lo, hi, pre: dict | None = None):
     """Multiplicative normsys factor for interpolation ``code`` (code1, code4).
 
@@ -94,13 +106,21 @@ def normsys_factor(xp, code: str, alpha, lo, hi, pre: dict | None = None):
     ``hi**alpha`` / ``lo**(-alpha)`` and has a cheaper, NaN-free gradient. ``pre`` (from
     :func:`normsys_precompute`) may be passed to skip the data-only work.
     """
-    if code not in NORMSYS_CODES:
-        raise ValueError(f"unknown normsys interpolation code {code!r}; use one of {NORMSYS_CODES}")
     pre = normsys_precompute(xp, code, lo, hi) if pre is None else pre
-    abs_a = xp.abs(alpha)
-    expo = xp.exp(abs_a * xp.where(alpha >= 0, pre["log_hi"], pre["log_lo"]))
-    if code == "code1":
-        return expo
-    c = pre["coef"]
-    poly = 1.0 + alpha * (c[0] + alpha * (c[1] + alpha * (c[2] + alpha * (c[3] + alpha * (c[4] + alpha * c[5])))))
-    return xp.where(abs_a < 1, poly, expo)
+    lin, poly = _normsys_pieces(xp, code, alpha, pre)
+    expo = xp.exp(lin)
+    return expo if poly is None else xp.where(xp.abs(alpha) < 1, poly, expo)
+
+
+def normsys_logfactor(xp, code: str, alpha, pre: dict):
+    """``(log|f|, f < 0)`` of :func:`normsys_factor`: code1 is then linear in :math:`|\alpha|`, and a product
+    of factors is one ``exp`` of a sum. The code-4 polynomial can be negative for very asymmetric hi/lo
+    (real workspaces have lo = 0.01 with hi = 100): its sign is returned so that a product keeps pyhf's
+    (negative) value; |f| is floored at 1e-300. The sign is None for code1 (never negative)."""
+    lin, poly = _normsys_pieces(xp, code, alpha, pre)
+    if poly is None:
+        return lin, None
+    inside = xp.abs(alpha) < 1
+    mag = xp.abs(poly)
+    safe = xp.where(inside & (mag > 1e-300), mag, 1.0)
+    return xp.where(inside, xp.where(mag > 1e-300, xp.log(safe), -690.8), lin), inside & (poly < 0)
