@@ -62,7 +62,19 @@ def _aux_model(model: Any):
 
 
 def _engine_key(m) -> Any:
-    """Models with the same content share their compiled kernels (a workspace compiled twice, a path...)."""
+    """Models with the same content share their compiled kernels (a workspace compiled twice, a path...).
+    The key (a hash of the whole workspace) is computed once per model object, not on every call."""
+    key = getattr(m, "_hf2ppl_engine_key", None)
+    if key is None:
+        key = _content_key(m)
+        try:
+            m._hf2ppl_engine_key = key
+        except AttributeError:  # pragma: no cover - slotted model objects
+            pass
+    return key
+
+
+def _content_key(m) -> Any:
     from ... import priors as _priors
 
     if any(not isinstance(v, _priors.Flat) for v in m.priors.values()):
