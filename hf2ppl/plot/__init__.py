@@ -1,10 +1,13 @@
-"""Figures of results (matplotlib): scans and exclusion contours (:mod:`.exclusion`), fits and limits.
+"""Figures of results (matplotlib): scans and exclusion contours (:mod:`.exclusion`), fits (:mod:`.fit`)
+and limits (:mod:`.limits`).
 
-Each function takes a result hf2ppl already returns and gives back a matplotlib ``Figure``.
+Each function takes a result hf2ppl already returns and gives back a matplotlib ``Figure`` (drawn on an
+Agg canvas: no pyplot state; ``fig.savefig(path)`` writes it, a notebook shows it).
 """
 
 from __future__ import annotations
 
 from .exclusion import plot_exclusion
+from .limits import plot_brazil, plot_crosscheck
 
-__all__ = ["plot_exclusion"]
+__all__ = ["plot_exclusion", "plot_brazil", "plot_crosscheck"]
