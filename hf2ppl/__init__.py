@@ -56,15 +56,25 @@ _LAZY = {
     "report": "hf2ppl.reporting",
     "set_cache_dir": "hf2ppl._jaxcache",
     "cache_dir": "hf2ppl._jaxcache",
+    "crosscheck": "hf2ppl.infer.crosscheck",
+    "CrossCheckResult": "hf2ppl.infer.crosscheck",
 }
 __all__ += list(_LAZY)
+# subpackages reachable as attributes after a bare `import hf2ppl` (imported on first access);
+# `hf2ppl.infer` brings its frequentist and bayes modules, so `hf2ppl.infer.frequentist.fit` works
+_SUBMODULES = {"infer": ("hf2ppl.infer.frequentist", "hf2ppl.infer.bayes"), "plot": ("hf2ppl.plot",),
+               "reporting": ("hf2ppl.reporting",), "cli": ("hf2ppl.cli",)}
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        for mod in _SUBMODULES[name]:
+            importlib.import_module(mod)
+        return importlib.import_module(f"hf2ppl.{name}")
     raise AttributeError(f"module 'hf2ppl' has no attribute {name!r}")
 
 TARGETS = ("numpyro", "pymc")
