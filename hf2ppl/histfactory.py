@@ -31,6 +31,8 @@ import numpy as np
 from .interpolation import histosys_delta, normsys_logfactor, normsys_precompute
 
 __all__ = [
+    "FIT_VALUES",
+    "FULL_VALUES",
     "Tensors",
     "tensors",
     "expected_rates",
@@ -54,10 +56,24 @@ def _index(idx: np.ndarray):
     return idx
 
 
-class Tensors:
-    """The IR's arrays in a given float dtype, plus precomputed constants (code-4 coefficients)."""
+#: the float arrays of :class:`Tensors` that the fitting kernels read; :meth:`Tensors.values` returns them and
+#: :meth:`Tensors.bind` puts them back, so that compiled kernels take them as data (one compilation per structure)
+FIT_VALUES = ("nominal", "hs_lo_a", "hs_hi_a", "ns_pre", "normal_sigma", "normal_logsigma", "poisson_factor")
+#: ... and the differentiable-yields path (``nominal=`` replaced: every histosys entry is read)
+FULL_VALUES = FIT_VALUES + ("hs_lo", "hs_hi")
 
-    def __init__(self, ir, dtype="float64"):
+
+class Tensors:
+    """The IR's arrays in a given float dtype, plus precomputed constants (code-4 coefficients).
+
+    The layout is sparse: one entry per modifier present, sorted by its cell. Two masks select, among the
+    structural entries (a modifier on a sample), those the kernels evaluate: histosys entries whose templates
+    differ from the nominal, normsys entries with hi or lo different from 1 (others cannot change a rate at
+    the IR's nominal yields). ``masks=`` overrides them, e.g. with the union over the signal points of a
+    patchset, so that all of them share one :meth:`structure_key` and one compiled kernel.
+    """
+
+    def __init__(self, ir, dtype="float64", masks=None):
         f = np.dtype(dtype)
         self.dtype = f
         self.npars = ir.npars
@@ -67,8 +83,6 @@ class Tensors:
         self.normsys_code = ir.normsys_code
         self.histosys_code = ir.histosys_code
         self.bin_channel = ir.bin_channel
-        # sparse layout (what the kernels use): one entry per modifier actually present, sorted by its cell.
-        # Real workspaces fill the dense slot tensors sparsely (histosys ~1%, normsys ~30% on ATLAS likelihoods).
         P = ir.npars
         S, B = ir.nominal.shape
         C = ir.normsys_idx.shape[2] if ir.normsys_idx.ndim == 3 else 0
@@ -80,18 +94,27 @@ class Tensors:
         self.hs_cell = cell[o].astype(np.int32)
         self.hs_lo = ir.histosys_lo[k, s_, b][o].astype(f)
         self.hs_hi = ir.histosys_hi[k, s_, b][o].astype(f)
-        # entries whose templates equal the nominal contribute nothing at the IR's nominal yields: the kernel
-        # skips them unless the nominal yields are replaced (``nominal=``, the differentiable-yields path)
-        a = np.flatnonzero((self.hs_lo != ir.nominal.reshape(-1)[self.hs_cell]) | (self.hs_hi != ir.nominal.reshape(-1)[self.hs_cell]))
-        self.hs_active = a
-        self.hs_entries_active = (self.hs_par[a], self.hs_cell[a], self.hs_lo[a], self.hs_hi[a])
-        k, s_, c = np.nonzero((ir.normsys_idx != P) & ((ir.normsys_hi != 1.0) | (ir.normsys_lo != 1.0)))  # neutral: hi = lo = 1
+        nom_e = ir.nominal.reshape(-1)[self.hs_cell]
+        hs_mask = (self.hs_lo != nom_e) | (self.hs_hi != nom_e)
+        k, s_, c = np.nonzero(ir.normsys_idx != P)  # neutral slots: alpha index P, hi = lo = 1
         cell = s_ * C + c
         o = np.lexsort((k, cell))
-        self.ns_par = ir.normsys_idx[k, s_, c][o].astype(np.int32)
-        self.ns_cell = cell[o].astype(np.int32)
+        ns_par = ir.normsys_idx[k, s_, c][o].astype(np.int32)
+        ns_cell = cell[o].astype(np.int32)
         lo_e, hi_e = ir.normsys_lo[k, s_, c][o], ir.normsys_hi[k, s_, c][o]
-        pre = normsys_precompute(np, ir.normsys_code, lo_e, hi_e)
+        ns_mask = (hi_e != 1.0) | (lo_e != 1.0)
+        if masks is not None:
+            hs_mask, ns_mask = (np.asarray(m_, bool) for m_ in masks)
+            if hs_mask.shape != self.hs_par.shape or ns_mask.shape != ns_par.shape:
+                raise ValueError("Tensors: masks do not match the model's modifier entries")
+        #: the masks in use (see the class docstring); OR them over models of one structure to share kernels
+        self.masks = (hs_mask, ns_mask)
+        a = np.flatnonzero(hs_mask)
+        self.hs_active = a
+        self.hs_par_a, self.hs_cell_a = self.hs_par[a], self.hs_cell[a]
+        self.hs_lo_a, self.hs_hi_a = self.hs_lo[a], self.hs_hi[a]
+        self.ns_par, self.ns_cell = ns_par[ns_mask], ns_cell[ns_mask]
+        pre = normsys_precompute(np, ir.normsys_code, lo_e[ns_mask], hi_e[ns_mask])
         self.ns_pre = {k_: ([c_.astype(f) for c_ in v] if k_ == "coef" else v.astype(f)) for k_, v in pre.items()}
         self.normal_idx = _index(ir.normal_idx)
         self.normal_auxpos = _index(ir.normal_auxpos)
@@ -114,9 +137,41 @@ class Tensors:
         self.lgamma_observed = gammaln(ir.observed + 1.0).astype(f)
         self.lgamma_poisson_aux = gammaln(ir.auxdata[ir.poisson_auxpos] + 1.0).astype(f)
 
+    @property
+    def hs_entries_active(self):
+        return self.hs_par_a, self.hs_cell_a, self.hs_lo_a, self.hs_hi_a
 
-def tensors(ir, dtype="float64") -> Tensors:
-    return Tensors(ir, dtype)
+    def values(self, full: bool = False) -> dict:
+        """The float arrays the fitting kernels read (:data:`FIT_VALUES`; ``full``: :data:`FULL_VALUES`), a pytree."""
+        return {k: getattr(self, k) for k in (FULL_VALUES if full else FIT_VALUES)}
+
+    def bind(self, values: dict) -> Tensors:
+        """A copy whose float arrays are replaced by ``values`` (e.g. JAX tracers: the yields of a batch of models)."""
+        t = object.__new__(Tensors)
+        t.__dict__.update(self.__dict__)
+        t.__dict__.update(values)
+        return t
+
+    def structure_key(self) -> str:
+        """A digest of everything but the float values: models with equal keys compile to the same kernels."""
+        import hashlib
+
+        h = hashlib.sha1()
+        h.update(repr((self.dtype.str, self.npars, self.n_samples, self.n_bins, self.n_channels, self.normsys_code, self.histosys_code,
+                       self.n_normal, self.n_poisson, sorted(self.ns_pre))).encode())
+        for a in (self.factor_idx, self.bin_channel, self.hs_par, self.hs_cell, self.hs_active, self.ns_par, self.ns_cell, self.aux_order,
+                  self.normal_idx, self.normal_auxpos, self.poisson_idx, self.poisson_auxpos):
+            if isinstance(a, slice):
+                h.update(repr(a).encode())
+            else:
+                a = np.ascontiguousarray(a)
+                h.update(repr(a.shape).encode() + a.dtype.str.encode())
+                h.update(a.tobytes())
+        return h.hexdigest()
+
+
+def tensors(ir, dtype="float64", masks=None) -> Tensors:
+    return Tensors(ir, dtype, masks)
 
 
 def expected_rates(xp, T: Tensors, theta, nominal=None):
@@ -134,7 +189,7 @@ def expected_rates(xp, T: Tensors, theta, nominal=None):
     S, B, C = T.n_samples, T.n_bins, T.n_channels
     rates = nom
     if nominal is None:  # only the entries that change the rate at the IR's nominal yields
-        hs_par, hs_cell, hs_lo, hs_hi = T.hs_entries_active
+        hs_par, hs_cell, hs_lo, hs_hi = T.hs_par_a, T.hs_cell_a, T.hs_lo_a, T.hs_hi_a
     else:
         hs_par, hs_cell, hs_lo, hs_hi = T.hs_par, T.hs_cell, T.hs_lo, T.hs_hi
     if hs_par.shape[0]:

@@ -220,7 +220,7 @@ def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9) -
         # the objective value at the optimum: envelope theorem (d f / d args at fixed x)
         _, vjp_f = jax.vjp(lambda *a: objective(x, *a), *args)
         cf = vjp_f(ct.fun)
-        cargs = tuple(a + b for a, b in zip(cargs, cf))
+        cargs = tuple(jax.tree.map(jnp.add, a, b) for a, b in zip(cargs, cf))  # args may be pytrees (a values dict)
         zeros = jnp.zeros_like(x)
         return (zeros, jnp.zeros_like(lo), jnp.zeros_like(hi), jnp.zeros_like(fixed), *cargs)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import warnings
 import weakref
 from collections import OrderedDict
@@ -39,12 +37,17 @@ class MultimodalWarning(FitWarning):
 
 
 # ====================================================================== model handling
-_ENGINES: OrderedDict[Any, _Engine] = OrderedDict()
+#: compiled kernels kept per process (LRU), one per model *structure* (parameters, bin layout, modifier
+#: pattern): the yields and constraint widths are data, so every signal point of a patchset shares one set.
+#: Each real-sized kernel set holds ~1150 memory mappings of XLA code; 64 of them exceeded Linux's
+#: vm.max_map_count (65530) and the process aborted inside XLA. Evicted kernels recompile from the
+#: persistent cache when needed again.
+_KERNELS: OrderedDict[Any, _Kernels] = OrderedDict()
+_MAX_KERNELS = 8
+#: kept for callers that release compiled code (tests of many real models): clearing it releases the kernels
+_ENGINES = _KERNELS
+_MAX_ENGINES = _MAX_KERNELS
 _AUX_MODELS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-#: compiled engines kept per process (LRU). Each real-sized engine holds ~1150 memory mappings of XLA code;
-#: 64 of them exceeded Linux's vm.max_map_count (65530) and the process aborted inside XLA after ~57
-#: staus signal points. Evicted engines recompile from the persistent cache when needed again.
-_MAX_ENGINES = 8
 
 
 def _aux_model(model: Any):
@@ -61,47 +64,52 @@ def _aux_model(model: Any):
     return hf2ppl.compile(model, target="numpyro", constraints="aux")
 
 
-def _engine_key(m) -> Any:
-    """Models with the same content share their compiled kernels (a workspace compiled twice, a path...).
-    The key (a hash of the whole workspace) is computed once per model object, not on every call."""
-    key = getattr(m, "_hf2ppl_engine_key", None)
+def _flat_priors(m) -> bool:
+    from ... import priors as _priors
+
+    return all(isinstance(v, _priors.Flat) for v in m.priors.values())
+
+
+def _kernel_key(m) -> Any:
+    """Models with the same structure share their compiled kernels (computed once per model object). With
+    non-flat priors (a user's aux-mode model with priors) the prior enters the kernel: no sharing."""
+    key = getattr(m, "_hf2ppl_kernel_key", None)
     if key is None:
-        key = _content_key(m)
+        key = ("struct", m._T.structure_key(), m.dtype) if _flat_priors(m) else ("id", id(m))
         try:
-            m._hf2ppl_engine_key = key
+            m._hf2ppl_kernel_key = key
         except AttributeError:  # pragma: no cover - slotted model objects
             pass
     return key
 
 
-def _content_key(m) -> Any:
-    from ... import priors as _priors
-
-    if any(not isinstance(v, _priors.Flat) for v in m.priors.values()):
-        return ("id", id(m))
-    sp = m.spec
-    try:
-        content = json.dumps([sp.workspace, sp.measurement_index, sp.modifier_settings], sort_keys=True, default=str)
-    except (TypeError, ValueError):  # pragma: no cover - specs are plain JSON
-        return ("id", id(m))
-    return (hashlib.sha1(content.encode()).hexdigest(), m.dtype, m.ir.poi_name, m.ir.npars)
+def _kernels(m) -> _Kernels:
+    key = _kernel_key(m)
+    k = _KERNELS.get(key)
+    if k is None or (key[0] == "id" and k.owner() is not m):
+        k = _KERNELS[key] = _Kernels(m)
+        while len(_KERNELS) > _MAX_KERNELS:
+            _KERNELS.popitem(last=False)
+    else:
+        _KERNELS.move_to_end(key)
+    return k
 
 
 def _engine(model: Any) -> _Engine:
     m = _aux_model(model)
-    key = _engine_key(m)
-    eng = _ENGINES.get(key)
-    if eng is None or (key[0] == "id" and eng.m is not m):
-        eng = _ENGINES[key] = _Engine(m)
-        while len(_ENGINES) > _MAX_ENGINES:
-            _ENGINES.popitem(last=False)
-    else:
-        _ENGINES.move_to_end(key)
+    eng = getattr(m, "_hf2ppl_engine", None)
+    if eng is None:
+        eng = _Engine(m)
+        try:
+            m._hf2ppl_engine = eng
+        except AttributeError:  # pragma: no cover
+            pass
     return eng
 
 
-class _Engine:
-    """Jitted fitting kernels of one compiled model (built once, cached per model)."""
+class _Kernels:
+    """Jitted fitting kernels of one model structure. Every kernel takes the model's float arrays (a
+    :meth:`~hf2ppl.histfactory.Tensors.values` pytree) as an argument, shared by a batch or one per problem."""
 
     def __init__(self, m):
         import jax
@@ -110,61 +118,126 @@ class _Engine:
         from ... import histfactory as hf
         from .._optimize import _HESS_BLOCK, make_solver
 
+        ir = m.ir
+        self.owner = weakref.ref(m)
+        self.P, self.B, self.A = ir.npars, ir.nbins, int(ir.auxdata.shape[0])
+        P, B, A = self.P, self.B, self.A
+        T, xp, dtype = m._T, m._xp, m.dtype
+        plan = None if _flat_priors(m) else m._prior_plan  # flat priors: the box constraints are the solver's
+
+        def prior(x):
+            return 0.0 if plan is None else plan.logpdf(xp, x, dtype)
+
+        def nll(x, data, nominal, vals):
+            """NLL with the nominal yields replaced (every histosys entry read): the differentiable-yields path."""
+            return -(hf.logpdf(xp, T.bind(vals), x, data[:B], data[B:], nominal=nominal) + prior(x))
+
+        def nll_fit(x, data, vals):
+            """NLL at the model's own yields (``vals``): only the histosys entries that can change a rate."""
+            return -(hf.logpdf(xp, T.bind(vals), x, data[:B], data[B:]) + prior(x))
+
+        normal_idx, normal_pos = ir.normal_idx, ir.normal_auxpos
+        poisson_idx, poisson_pos = ir.poisson_idx, ir.poisson_auxpos
+
+        def expected_full(x, nominal, vals):
+            """Expected data (main + aux, pyhf layout); ``nominal=None``: the model's own yields."""
+            Tv = T.bind(vals)
+            main = hf.expected_main(xp, Tv, x, nominal)
+            if not A:
+                return main
+            aux = jnp.zeros((A,), dtype=x.dtype)
+            if normal_idx.shape[0]:
+                aux = aux.at[normal_pos].set(x[normal_idx])
+            if poisson_idx.shape[0]:
+                aux = aux.at[poisson_pos].set(x[poisson_idx] * vals["poisson_factor"])
+            return jnp.concatenate([main, aux])
+
+        self.nll, self.nll_fit, self.expected_full = nll, nll_fit, expected_full
+        # bytes of one problem's Hessian intermediates ~ tangents per block x modifier slots x samples x bins
+        slots = sum(int(np.prod(getattr(ir, k).shape)) for k in ("factor_idx", "normsys_idx", "histosys_idx")) + ir.nominal.size
+        per_problem = 8.0 * 8 * min(P, _HESS_BLOCK) * slots + 8.0 * 4 * P**2
+        self.max_batch = max(4, 1 << int(np.log2(max(4.0, 1e9 / per_problem))))
+        self.solve = make_solver(nll_fit, tol=EDM_TOL, maxiter=MAXITER)
+        self.solve_yields = make_solver(nll, tol=EDM_TOL, maxiter=MAXITER)
+        # ONE batched kernel for every fit: start point, bounds, fixed mask, cap and data per problem; the values
+        # shared by the batch (one model) or per problem (the models of a scan). Batches are padded to a few
+        # bucket sizes so that a structure compiles it only a handful of times; small batches (fits, hypotests)
+        # also return the exact Hessian at the minimum, big ones (toys, scans) not.
+        self._batch = {}
+        for vaxis in (None, 0):
+            batch = jax.vmap(self.solve.capped, in_axes=(0, 0, 0, 0, 0, 0, vaxis))
+            self._batch[vaxis, True] = jax.jit(batch)
+            self._batch[vaxis, False] = jax.jit(lambda *a, _b=batch: _b(*a)._replace(hessian=None))
+        self._expected_j = {v: jax.jit(jax.vmap(lambda x, vals: expected_full(x, None, vals), in_axes=(0, v))) for v in (None, 0)}
+        self._nll_j = {v: jax.jit(jax.vmap(nll_fit, in_axes=(0, 0, v))) for v in (None, 0)}
+
+
+def _rows(V: Any, idx: np.ndarray) -> Any:
+    """Rows ``idx`` of a stacked values pytree (numpy leaves)."""
+    import jax
+
+    return jax.tree.map(lambda a: a[idx], V)
+
+
+def _starts(x0, lo, hi, fx, centre, width, k: int) -> np.ndarray:
+    """``k`` start points of one model (see :meth:`_Engine.starts`)."""
+    rng = np.random.default_rng(12345)
+    P = x0.shape[0]
+    w = np.where(fx, 0.0, 0.5 * width)
+    X = [x0]
+    if k > 1:
+        X.append(np.where(w > 0, centre + w, x0))
+    if k > 2:
+        X.append(np.where(w > 0, centre - w, x0))
+    while len(X) < k:
+        z = np.clip(rng.standard_normal(P), -2.0, 2.0)
+        X.append(np.where(w > 0, centre + w * z, np.where(fx, x0, x0 * np.exp(0.2 * z))))
+    X = np.stack(X)
+    span = hi - lo
+    inner_lo = np.where(np.isfinite(span), lo + 1e-3 * span, lo)
+    inner_hi = np.where(np.isfinite(span), hi - 1e-3 * span, hi)
+    X[1:] = np.where(fx, x0, np.clip(X[1:], inner_lo, inner_hi))
+    return X
+
+
+class _Engine:
+    """One model's side of the fitting kernels: its values, start points, options and data (built once per
+    model, cheap); the compiled kernels are looked up by structure (:func:`_kernels`) on every call."""
+
+    def __init__(self, m):
+        import jax.numpy as jnp
+
         self.m = m
         ir = m.ir
         self.P, self.B, self.A = ir.npars, ir.nbins, int(ir.auxdata.shape[0])
         self.dtype = m.dtype
         self.poi = ir.poi_index
         self.nominal = jnp.asarray(ir.nominal, dtype=m.dtype)
+        self.values = m._T.values()
+        self.vals = {k: _tree_jnp(v) for k, v in self.values.items()}
+        self.vals_full = {k: _tree_jnp(v) for k, v in m._T.values(full=True).items()}
         self.init = np.asarray(m.suggested_init(), float)
         self.bounds = np.asarray(m.suggested_bounds(), float)
         self.fixed = np.asarray(m.suggested_fixed(), bool)
-        T, xp, B = m._T, m._xp, self.B
-        plan = m._prior_plan
-
-        def nll(x, data, nominal):
-            lp = hf.logpdf(xp, T, x, data[:B], data[B:], nominal=nominal)
-            return -(lp + plan.logpdf(xp, x, m.dtype))
-
-        def nll_fit(x, data, nominal):
-            """``nll`` at the IR's own nominal yields (``nominal`` ignored): the kernel then skips the histosys
-            entries that cannot change a rate there. Fits use it; the differentiable-yields path uses ``nll``."""
-            lp = hf.logpdf(xp, T, x, data[:B], data[B:])
-            return -(lp + plan.logpdf(xp, x, m.dtype))
-
-        self.nll = nll
-        self.nll_fit = nll_fit
-        # bytes of one problem's Hessian intermediates ~ tangents per block x modifier slots x samples x bins
-        slots = sum(int(np.prod(getattr(ir, k).shape)) for k in ("factor_idx", "normsys_idx", "histosys_idx")) + ir.nominal.size
-        per_problem = 8.0 * 8 * min(self.P, _HESS_BLOCK) * slots + 8.0 * 4 * self.P**2
-        self.max_batch = max(4, 1 << int(np.log2(max(4.0, 1e9 / per_problem))))
-        self.solve = make_solver(nll_fit, tol=EDM_TOL, maxiter=MAXITER)
-        self.solve_yields = make_solver(nll, tol=EDM_TOL, maxiter=MAXITER)
         self.centre, self.width = _prefit_widths(ir, self.init)
-        normal_idx, normal_pos = ir.normal_idx, ir.normal_auxpos
-        poisson_idx, poisson_pos = ir.poisson_idx, ir.poisson_auxpos
-        pfactor = jnp.asarray(ir.poisson_factor, dtype=m.dtype)
 
-        def expected_full(x, nominal):
-            main = hf.expected_main(xp, T, x, nominal)
-            if not self.A:
-                return main
-            aux = jnp.zeros((self.A,), dtype=x.dtype)
-            if normal_idx.shape[0]:
-                aux = aux.at[normal_pos].set(x[normal_idx])
-            if poisson_idx.shape[0]:
-                aux = aux.at[poisson_pos].set(x[poisson_idx] * pfactor)
-            return jnp.concatenate([main, aux])
+    @property
+    def k(self) -> _Kernels:
+        return _kernels(self.m)
 
-        self.expected_full = expected_full
-        self._expected_j = jax.jit(expected_full)
-        # ONE batched kernel for every fit: start point, fixed mask and data batched; bounds and nominal shared.
-        # Batches are padded to a few bucket sizes so that a model compiles it only a handful of times; small
-        # batches (fits, hypotests) also return the exact Hessian at the minimum, big ones (toys, scans) not.
-        batch = jax.vmap(self.solve.capped, in_axes=(0, None, None, 0, 0, 0, None))
-        self._batch_j = jax.jit(batch)
-        self._batch_noh_j = jax.jit(lambda *a: batch(*a)._replace(hessian=None))
-        self._nll_j = jax.jit(nll)
+    @property
+    def max_batch(self) -> int:
+        return self.k.max_batch
+
+    # the differentiable-yields path (asymptotics): the model's full values bound in
+    def solve_yields(self, x0, lo, hi, fixed, data, nominal):
+        return self.k.solve_yields(x0, lo, hi, fixed, data, nominal, self.vals_full)
+
+    def expected_full(self, x, nominal):
+        return self.k.expected_full(x, nominal, self.vals_full)
+
+    def nll(self, x, data, nominal):
+        return self.k.nll(x, data, nominal, self.vals_full)
 
     # ------------------------------------------------------------ batched fits (numpy in, numpy out)
     @staticmethod
@@ -174,31 +247,38 @@ class _Engine:
 
     _KEYS = ("x", "fun", "grad_norm", "niter", "converged", "edm", "status")
 
-    def solve_many(self, X0: np.ndarray, lo: np.ndarray, hi: np.ndarray, F: np.ndarray, D: np.ndarray, caps: Any = None) -> dict:
-        """Fit ``n`` problems (rows of X0, F, D) in one vmapped call; returns numpy arrays with leading axis n
-        (``hessian`` (n, P, P) for batches of at most 16 problems, else None). ``caps``: per-problem iteration caps."""
+    def solve_many(self, X0: np.ndarray, lo: np.ndarray, hi: np.ndarray, F: np.ndarray, D: np.ndarray, caps: Any = None, V: Any = None) -> dict:
+        """Fit ``n`` problems (rows of X0, F, D; ``lo``/``hi`` shared (P,) or per problem (n, P)) in one vmapped
+        call; returns numpy arrays with leading axis n (``hessian`` (n, P, P) for batches of at most 16 problems,
+        else None). ``caps``: per-problem iteration caps. ``V``: per-problem values (a stacked pytree of
+        :meth:`~hf2ppl.histfactory.Tensors.values` of models of this structure); None: this model's."""
         X0 = np.atleast_2d(np.asarray(X0, float))
         n = X0.shape[0]
+        LO = np.broadcast_to(np.asarray(lo, float), (n, self.P))
+        HI = np.broadcast_to(np.asarray(hi, float), (n, self.P))
         F = np.broadcast_to(np.asarray(F, float), (n, self.P))
         D = np.broadcast_to(np.asarray(D, float), (n, self.B + self.A))
         C = np.broadcast_to(np.asarray(MAXITER if caps is None else caps, np.int32), (n,))
-        if n > self.max_batch:  # keep the memory of forward-mode derivatives bounded on big models
-            parts = [self.solve_many(X0[i:i + self.max_batch], lo, hi, F[i:i + self.max_batch], D[i:i + self.max_batch], C[i:i + self.max_batch])
-                     for i in range(0, n, self.max_batch)]
-            out = {k: np.concatenate([p[k] for p in parts]) for k in self._KEYS}
+        k = self.k
+        if n > k.max_batch:  # keep the memory of forward-mode derivatives bounded on big models
+            mb = k.max_batch
+            parts = [self.solve_many(X0[i:i + mb], LO[i:i + mb], HI[i:i + mb], F[i:i + mb], D[i:i + mb], C[i:i + mb],
+                                     None if V is None else _rows(V, np.arange(i, min(n, i + mb))))
+                     for i in range(0, n, mb)]
+            out = {key: np.concatenate([p[key] for p in parts]) for key in self._KEYS}
             out["hessian"] = None
             return out
         size = self.bucket(n)
         if size > n:
-            pad = [0] * (size - n)
-            X0 = np.concatenate([X0, X0[pad]])
-            F = np.concatenate([F, F[pad]])
-            D = np.concatenate([D, D[pad]])
+            pad = np.r_[np.arange(n), np.zeros(size - n, int)]
+            X0, LO, HI, F, D = X0[pad], LO[pad], HI[pad], F[pad], D[pad]
             C = np.concatenate([C, np.zeros(size - n, np.int32)])  # padding rows do no iterations
+            if V is not None:
+                V = _rows(V, pad)
         with_h = size <= 16
-        x0_, lo_, hi_, F_ = _jnp(X0, lo, hi, F)
-        r = (self._batch_j if with_h else self._batch_noh_j)(x0_, lo_, hi_, F_, np.asarray(C), _jnp(D)[0], self.nominal)
-        out = {k: np.asarray(getattr(r, k))[:n] for k in self._KEYS}
+        vals = self.vals if V is None else _tree_jnp(V)
+        r = k._batch[None if V is None else 0, with_h](*_jnp(X0, LO, HI, F), np.asarray(C), _jnp(D)[0], vals)
+        out = {key: np.asarray(getattr(r, key))[:n] for key in self._KEYS}
         out["hessian"] = np.asarray(r.hessian)[:n] if with_h else None
         return out
 
@@ -207,39 +287,30 @@ class _Engine:
         (every start costs a full Hessian per iteration; on the 217-parameter ATLAS fit 4 starts cost 4-10x one)."""
         return 4 if self.P <= MULTISTART_MAX_PARS else 1
 
-    def starts(self, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, fx: np.ndarray, k: int | None = None) -> np.ndarray:
+    def starts(self, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, fx: np.ndarray, k: int | None = None,
+               centre: np.ndarray | None = None, width: np.ndarray | None = None) -> np.ndarray:
         """``k`` start points for a multi-start fit: ``x0``, then the constrained free parameters moved by
         +σ/2 and -σ/2 of their constraints, then seeded random points (constrained: N(0, σ²/4) around the aux
         value, clipped at ±σ; unconstrained: ``x0 · exp(0.2 z)``); all inside the bounds, fixed components kept.
         (Moving hundreds of nuisance parameters by a full σ at once gives absurd start points on real
-        likelihoods, with rates off by orders of magnitude.)"""
+        likelihoods, with rates off by orders of magnitude.) ``centre``/``width``: another model's prefit
+        values (a scan's signal point), default this model's."""
         k = self.default_starts() if k is None else int(k)
-        rng = np.random.default_rng(12345)
-        w = np.where(fx, 0.0, 0.5 * self.width)
-        X = [x0]
-        if k > 1:
-            X.append(np.where(w > 0, self.centre + w, x0))
-        if k > 2:
-            X.append(np.where(w > 0, self.centre - w, x0))
-        while len(X) < k:
-            z = np.clip(rng.standard_normal(self.P), -2.0, 2.0)
-            X.append(np.where(w > 0, self.centre + w * z, np.where(fx, x0, x0 * np.exp(0.2 * z))))
-        X = np.stack(X)
-        span = hi - lo
-        inner_lo = np.where(np.isfinite(span), lo + 1e-3 * span, lo)
-        inner_hi = np.where(np.isfinite(span), hi - 1e-3 * span, hi)
-        X[1:] = np.where(fx, x0, np.clip(X[1:], inner_lo, inner_hi))
-        return X
+        return _starts(x0, lo, hi, fx, self.centre if centre is None else centre, self.width if width is None else width, k)
 
-    def solve_best(self, X0s: np.ndarray, lo: np.ndarray, hi: np.ndarray, F: np.ndarray, D: np.ndarray) -> dict:
-        """Multi-start fits: problem ``i`` (fixed mask ``F[i]``, data ``D[i]``) from each start ``X0s[i, j]``,
-        all in one vmapped call; returns the best minimum per problem (see :meth:`best`)."""
+    def solve_best(self, X0s: np.ndarray, lo: np.ndarray, hi: np.ndarray, F: np.ndarray, D: np.ndarray, V: Any = None) -> dict:
+        """Multi-start fits: problem ``i`` (fixed mask ``F[i]``, data ``D[i]``, bounds ``lo``/``hi`` shared or
+        ``lo[i]``, values ``V`` row i or this model's) from each start ``X0s[i, j]``, all in one vmapped call;
+        returns the best minimum per problem (see :meth:`best`)."""
         X0s = np.asarray(X0s, float)
         n, k = X0s.shape[:2]
         F = np.broadcast_to(np.asarray(F, float), (n, self.P))
         D = np.broadcast_to(np.asarray(D, float), (n, self.B + self.A))
+        LO = np.broadcast_to(np.asarray(lo, float), (n, self.P))
+        HI = np.broadcast_to(np.asarray(hi, float), (n, self.P))
         caps = np.tile(np.r_[MAXITER, np.full(k - 1, ALT_MAXITER)], n)  # extra starts: bounded cost
-        r = self.solve_many(X0s.reshape(n * k, self.P), lo, hi, np.repeat(F, k, axis=0), np.repeat(D, k, axis=0), caps)
+        rep = np.repeat(np.arange(n), k)
+        r = self.solve_many(X0s.reshape(n * k, self.P), LO[rep], HI[rep], F[rep], D[rep], caps, None if V is None else _rows(V, rep))
         return self.best(r, n, k)
 
     def best(self, r: dict, groups: int, per: int) -> dict:
@@ -276,9 +347,18 @@ class _Engine:
                     "(a histosys template extrapolated past zero?); start elsewhere (init=...) or check the templates")
         return "the NLL is not finite at the start point; check the data and the start point (init=...)"
 
-    def expected(self, x: np.ndarray) -> np.ndarray:
-        """Expected data (main + aux, pyhf layout) at flat parameters ``x``."""
-        return np.asarray(self._expected_j(_jnp(x)[0], self.nominal))
+    def expected(self, x: np.ndarray, V: Any = None) -> np.ndarray:
+        """Expected data (main + aux, pyhf layout) at flat parameters ``x`` (P,), or at each row of ``x`` (n, P)
+        with per-row values ``V`` (or this model's)."""
+        X = np.atleast_2d(np.asarray(x, float))
+        vals = self.vals if V is None else _tree_jnp(V)
+        out = np.asarray(self.k._expected_j[None if V is None else 0](_jnp(X)[0], vals))
+        return out[0] if np.ndim(x) == 1 else out
+
+    def nll_at(self, X: np.ndarray, D: np.ndarray, V: Any = None) -> np.ndarray:
+        """NLL at each row of ``X`` (n, P) with data ``D`` (n, B + A) and values ``V`` (per row, or this model's)."""
+        vals = self.vals if V is None else _tree_jnp(V)
+        return np.asarray(self.k._nll_j[None if V is None else 0](*_jnp(np.atleast_2d(X), np.atleast_2d(D)), vals))
 
     # ------------------------------------------------------------ argument handling
     def data(self, data: Any) -> np.ndarray:
@@ -372,6 +452,14 @@ def _jnp(*arrays):
     import jax.numpy as jnp
 
     return tuple(jnp.asarray(a, dtype=float) for a in arrays)
+
+
+def _tree_jnp(tree: Any) -> Any:
+    """A pytree of numpy arrays as JAX arrays (dtype kept)."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree.map(jnp.asarray, tree)
 
 
 def _prefit_widths(ir, init: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
-from ._engine import _EXPECTED_NSIGMA, _Engine, _jnp, _merge_diag
+from ._engine import _EXPECTED_NSIGMA, _Engine, _merge_diag, _rows
 
 
 def tstat_np(mu, fixed_fun, free_fun, muhat, test_stat: str) -> np.ndarray:
@@ -15,44 +18,87 @@ def tstat_np(mu, fixed_fun, free_fun, muhat, test_stat: str) -> np.ndarray:
         return np.where(muhat < 0.0, 0.0, t)
     return t
 
+@dataclass
+class Models:
+    """``G`` fitting problems of one structure, as per-model arrays with a leading axis ``G``: data ``D``
+    (main + aux), start ``X0``, bounds ``LO``/``HI``, fixed mask ``FX``, and the models' values ``V`` (a
+    stacked :meth:`~hf2ppl.histfactory.Tensors.values` pytree; None: the engine's own model, e.g. one
+    hypotest) with their prefit ``centre``/``width`` (for the start points)."""
+
+    D: np.ndarray
+    X0: np.ndarray
+    LO: np.ndarray
+    HI: np.ndarray
+    FX: np.ndarray
+    V: Any = None
+    centre: np.ndarray | None = None
+    width: np.ndarray | None = None
+
+    @classmethod
+    def one(cls, eng: _Engine, d: np.ndarray, opts: tuple) -> Models:
+        x0, lo, hi, fx = opts
+        return cls(d[None], x0[None], lo[None], hi[None], fx[None], None, eng.centre[None], eng.width[None])
+
+    @property
+    def G(self) -> int:
+        return self.D.shape[0]
+
+    def rows(self, g: np.ndarray) -> Any:
+        return None if self.V is None else _rows(self.V, g)
+
+
 def prepare(eng: _Engine, d: np.ndarray, opts: tuple, test_stat: str, starts: int | None = None) -> dict:
-    """The μ-independent fits: free fit to data, the Asimov data (fixed-POI fit at μ=0, or 1 for q0),
-    and the free fit to the Asimov data. Both fits are multi-start (one vmapped call of ``2 x starts``)."""
-    x0, lo, hi, fx = opts
-    poi = eng.poi
-    fa = fx.astype(float)
-    fa[poi] = 1.0
-    S_free = eng.starts(x0, lo, hi, fx, starts)
+    """:func:`prepare_many` for one model and dataset (every output keeps its leading axis of length 1)."""
+    return prepare_many(eng, Models.one(eng, d, opts), test_stat, starts)
+
+
+def prepare_many(eng: _Engine, M: Models, test_stat: str, starts: int | None = None) -> dict:
+    """The μ-independent fits of each of ``M.G`` models: free fit to data, the Asimov data (fixed-POI fit at
+    μ=0, or 1 for q0), and the free fit to the Asimov data. Both fits are multi-start, all models in one
+    vmapped call of ``2 G x starts`` problems."""
+    poi, G = eng.poi, M.G
+    S_free = np.stack([eng.starts(M.X0[g], M.LO[g], M.HI[g], M.FX[g], starts, M.centre[g], M.width[g]) for g in range(G)])
     S_as = S_free.copy()
-    S_as[:, poi] = 1.0 if test_stat == "q0" else 0.0
-    r1 = eng.solve_best(np.stack([S_free, S_as]), lo, hi, np.stack([fx.astype(float), fa]), d[None])
-    xa = r1["x"][1]
-    asimov = eng.expected(xa)
+    S_as[:, :, poi] = 1.0 if test_stat == "q0" else 0.0
+    fa = M.FX.astype(float)
+    fa[:, poi] = 1.0
+    g2 = np.r_[np.arange(G), np.arange(G)]
+    r1 = eng.solve_best(np.concatenate([S_free, S_as]), M.LO[g2], M.HI[g2], np.concatenate([M.FX.astype(float), fa]), M.D[g2], M.rows(g2))
+    xa = r1["x"][G:]
+    asimov = eng.expected(xa, M.V)
     # the unconditional fit to the Asimov data is known exactly: every likelihood term (main Poisson, Normal
     # and Poisson constraints) is maximal at the parameters that generated it (pyhf fits it numerically)
-    freeA_fun = float(eng._nll_j(*_jnp(xa, asimov), eng.nominal))
-    return dict(free_fun=r1["fun"][0], free_x=r1["x"][0], asimov=asimov, asimov_pars=xa, freeA_fun=freeA_fun, freeA_x=xa,
-                converged=bool(np.all(r1["converged"])), fits=r1)
+    freeA_fun = eng.nll_at(xa, asimov, M.V)
+    return dict(free_fun=r1["fun"][:G], free_x=r1["x"][:G], asimov=asimov, asimov_pars=xa, freeA_fun=freeA_fun, freeA_x=xa,
+                converged=r1["converged"][:G] & r1["converged"][G:], fits=r1)
 
 
 def at_mu(eng: _Engine, mus: np.ndarray, prep: dict, d: np.ndarray, opts: tuple, test_stat: str) -> dict:
-    """Asymptotic p-values at each μ: the fixed-POI fits to data and to Asimov, each from two starts (warm: the
-    unconditional fit with the POI moved to μ; cold: ``init``, so that no basin is inherited), all in one call."""
+    """:func:`at_mu_many` for one model and dataset at each μ of ``mus``."""
+    mus = np.asarray(mus, float)
+    return at_mu_many(eng, Models.one(eng, d, opts), np.zeros(mus.size, int), mus, prep, test_stat)
+
+
+def at_mu_many(eng: _Engine, M: Models, gidx: np.ndarray, mus: np.ndarray, prep: dict, test_stat: str) -> dict:
+    """Asymptotic p-values of model ``gidx[i]`` at ``mus[i]`` for every ``i``: the fixed-POI fits to data and
+    to Asimov, each from two starts (warm: the unconditional fit with the POI moved to μ; cold: the start
+    point, so that no basin is inherited), all in one call. ``prep``: :func:`prepare_many` of ``M``."""
     from scipy.stats import norm
 
-    x0, lo, hi, fx = opts
     poi = eng.poi
     mus = np.asarray(mus, float)
+    gidx = np.asarray(gidx, int)
     n = mus.size
-    warm = np.concatenate([np.repeat(prep["free_x"][None], n, axis=0), np.repeat(prep["freeA_x"][None], n, axis=0)])
-    X = np.stack([warm, np.repeat(x0[None], 2 * n, axis=0)], axis=1)
+    g2 = np.r_[gidx, gidx]
+    warm = np.concatenate([prep["free_x"][gidx], prep["freeA_x"][gidx]])
+    X = np.stack([warm, M.X0[g2]], axis=1)
     X[:, :, poi] = np.concatenate([mus, mus])[:, None]
-    F = np.repeat(fx.astype(float)[None], 2 * n, axis=0)
+    F = M.FX[g2].astype(float)
     F[:, poi] = 1.0
-    D = np.concatenate([np.repeat(d[None], n, axis=0), np.repeat(prep["asimov"][None], n, axis=0)])
-    r = eng.solve_best(X, lo, hi, F, D)
-    q = tstat_np(mus, r["fun"][:n], prep["free_fun"], prep["free_x"][poi], test_stat)
-    qA = tstat_np(mus, r["fun"][n:], prep["freeA_fun"], prep["freeA_x"][poi], test_stat)
+    D = np.concatenate([M.D[gidx], prep["asimov"][gidx]])
+    r = eng.solve_best(X, M.LO[g2], M.HI[g2], F, D, M.rows(g2))
+    q = tstat_np(mus, r["fun"][:n], prep["free_fun"][gidx], prep["free_x"][gidx, poi], test_stat)
+    qA = tstat_np(mus, r["fun"][n:], prep["freeA_fun"][gidx], prep["freeA_x"][gidx, poi], test_stat)
     sq, sqA = np.sqrt(q), np.sqrt(qA)
     with np.errstate(divide="ignore", invalid="ignore"):
         if test_stat == "qtilde":
@@ -65,8 +111,9 @@ def at_mu(eng: _Engine, mus: np.ndarray, prep: dict, d: np.ndarray, opts: tuple,
         clb_e = np.broadcast_to(norm.cdf(-nsig), clsb_e.shape)
         return dict(q=q, qA=qA, ts=ts, clsb=clsb, clb=clb, cls=clsb / clb, clsb_exp=clsb_e, clb_exp=clb_e,
                     cls_exp=clsb_e / clb_e, fixed_fit=r["x"][:n], fixed_fit_asimov=r["x"][n:],
-                    converged=r["converged"][:n] & r["converged"][n:] & prep["converged"],
+                    converged=r["converged"][:n] & r["converged"][n:] & prep["converged"][gidx],
                     diag=_merge_diag(prep["fits"], r))
+
 
 def asymptotics(eng: _Engine, mus, data, nominal, x0, lo, hi, fixed, test_stat="qtilde"):
     """Pure, jit-able and differentiable (implicit VJP of every fit) asymptotic CLs at each μ."""

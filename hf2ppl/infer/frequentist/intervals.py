@@ -138,7 +138,7 @@ def upper_limit(
     opts = eng.setup(init, bounds, fixed)
     d = eng.data(data)
     prep = prepare(eng, d, opts, test_stat)
-    _check_poi_matters(eng, prep["free_x"], opts)
+    _check_poi_matters(eng, prep["free_x"][0], opts)
     seen_mu: list[np.ndarray] = []
     seen_v: list[np.ndarray] = []
     diags: list[dict] = []
