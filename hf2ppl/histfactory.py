@@ -113,6 +113,7 @@ class Tensors:
         self.hs_active = a
         self.hs_par_a, self.hs_cell_a = self.hs_par[a], self.hs_cell[a]
         self.hs_lo_a, self.hs_hi_a = self.hs_lo[a], self.hs_hi[a]
+        self.ns_par_all, self.ns_cell_all = ns_par, ns_cell
         self.ns_par, self.ns_cell = ns_par[ns_mask], ns_cell[ns_mask]
         pre = normsys_precompute(np, ir.normsys_code, lo_e[ns_mask], hi_e[ns_mask])
         self.ns_pre = {k_: ([c_.astype(f) for c_ in v] if k_ == "coef" else v.astype(f)) for k_, v in pre.items()}
@@ -152,14 +153,21 @@ class Tensors:
         t.__dict__.update(values)
         return t
 
-    def structure_key(self) -> str:
-        """A digest of everything but the float values: models with equal keys compile to the same kernels."""
+    def structure_key(self, masked: bool = True) -> str:
+        """A digest of everything but the float values: models with equal keys compile to the same kernels.
+        ``masked=False``: of the structural entries only (not the masks); models with equal such keys share
+        kernels once built with the union of their masks."""
         import hashlib
 
         h = hashlib.sha1()
+        if not masked:
+            h.update(b"pattern")
+            for a in (self.ns_par_all, self.ns_cell_all):
+                h.update(np.ascontiguousarray(a).tobytes() + b"|")
         h.update(repr((self.dtype.str, self.npars, self.n_samples, self.n_bins, self.n_channels, self.normsys_code, self.histosys_code,
                        self.n_normal, self.n_poisson, sorted(self.ns_pre))).encode())
-        for a in (self.factor_idx, self.bin_channel, self.hs_par, self.hs_cell, self.hs_active, self.ns_par, self.ns_cell, self.aux_order,
+        masked_arrays = (self.hs_active, self.ns_par, self.ns_cell) if masked else ()
+        for a in (self.factor_idx, self.bin_channel, self.hs_par, self.hs_cell, *masked_arrays, self.aux_order,
                   self.normal_idx, self.normal_auxpos, self.poisson_idx, self.poisson_auxpos):
             if isinstance(a, slice):
                 h.update(repr(a).encode())

@@ -490,6 +490,54 @@ def _apply_patches(doc: dict, patches: Iterable[Any]) -> dict:
     return doc
 
 
+def _cow_copy(doc: dict, ops: list) -> dict:
+    """A copy of ``doc`` in which every container on the paths of ``ops`` (``path`` and ``from``) is copied
+    and everything else shared: applying ``ops`` in place to it leaves ``doc`` untouched (a deep copy of a
+    published workspace costs more than the fit of a signal point)."""
+    root = dict(doc)
+    copied = {id(root)}
+    for op in ops:
+        for key in ("path", "from"):
+            p = op.get(key) if isinstance(op, Mapping) else None
+            if not isinstance(p, str) or not p.startswith("/"):
+                continue
+            node = root
+            for tok in p.split("/")[1:-1]:
+                tok = tok.replace("~1", "/").replace("~0", "~")
+                try:
+                    k = int(tok) if isinstance(node, list) else tok
+                    child = node[k]
+                except (ValueError, KeyError, IndexError, TypeError):
+                    break  # the operation fails when applied, with its own error
+                if isinstance(child, (dict, list)) and id(child) not in copied:
+                    child = dict(child) if isinstance(child, dict) else list(child)
+                    copied.add(id(child))
+                    node[k] = child
+                node = child
+    return root
+
+
+def load_patched(base: dict, ops: list, label: str = "patch", *, measurement: str | int | None = None,
+                 modifier_settings: Mapping | None = None, poi_name: str | None | _MeasurementPOI = MEASUREMENT_POI) -> Spec:
+    """:func:`load` of ``base`` with one patch ``ops`` applied, for scans over many patches: ``base`` (a dict,
+    already validated) is not copied, only the containers the patch touches; the result is validated as
+    :func:`load` does (:class:`PatchError` names the patch ``label`` and the failing operation)."""
+    try:
+        validate(ops, "jsonpatch.json", version="1.0.0")
+    except SchemaError as exc:
+        raise PatchError(f"patch {label!r} is not a valid JSON patch: {exc}") from None
+    doc = _cow_copy(base, ops)
+    try:
+        doc = jsonpatch.JsonPatch(ops).apply(doc, in_place=True)
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, KeyError, IndexError, TypeError, ValueError):
+        _raise_failing_op(copy.deepcopy(base), ops, 0, label)
+    validate(doc, "workspace.json")
+    _check_semantics(doc)
+    idx, meas = _select_measurement(doc, measurement)
+    poi = _resolve_poi(doc, idx, meas, poi_name)
+    return Spec(workspace=doc, measurement=meas, measurement_index=idx, modifier_settings=_normalise_settings(modifier_settings), poi_name=poi)
+
+
 def _raise_failing_op(doc: dict, ops: list[dict], k: int, label: str) -> None:
     """Apply ``ops`` one at a time to find the one that fails; raise a PatchError at its target path."""
     for j, op in enumerate(ops):

@@ -78,6 +78,78 @@ def get_cache(model: Any) -> dict:
     return cache
 
 
+#: a constrained component is sampled in standardised coordinates when its prior width on the
+#: unconstrained scale is below this (staterror, lumi, shapesys with large tau; normsys/histosys have 1)
+STANDARDISE_BELOW = 0.5
+
+
+def _centre_width(model: Any, p) -> tuple[np.ndarray, np.ndarray] | None:
+    """Centre and width of the prior of a constrained set's free components (``None``: not constrained).
+
+    ``"prior"`` mode: the prior in use (Normal: loc/scale; Gamma: mean/sd; LogNormal: median and
+    median×scale); ``"aux"`` mode: the prior implied by the aux data (:func:`hf2ppl.priors.default_prior`),
+    i.e. the width of the constraint term.
+    """
+    from .. import priors as P
+
+    if p.constraint is None:
+        return None
+    pr = model.priors[p.name] if model.constraints == "prior" else P.default_prior(p)
+    v = pr.broadcast(p.n_free)
+    if isinstance(pr, P.Normal):
+        return v["loc"], v["scale"]
+    if isinstance(pr, P.Gamma):
+        return v["concentration"] / v["rate"], np.sqrt(v["concentration"]) / v["rate"]
+    if isinstance(pr, P.LogNormal):
+        return np.exp(v["loc"]), np.exp(v["loc"]) * v["scale"]
+    return None
+
+
+def standardisation(model: Any, kind: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    r"""Per free component ``(shift c, scale s)`` of the map ``z = c + s u`` from the sampler's coordinate
+    ``u`` to the unconstrained coordinate ``z`` of the support bijection, and the sets it applies to.
+
+    For a constrained component with prior centre :math:`x_c` and width :math:`\sigma` (see
+    :func:`_centre_width`), ``c`` is the bijection's inverse at :math:`x_c` and ``s = σ / g'(c)`` its
+    width on the unconstrained scale; when ``s`` < :data:`STANDARDISE_BELOW` the sampler moves in ``u``,
+    the deviation from the centre in prior widths — for a real support exactly :math:`(x - x_c)/\sigma`,
+    the standardised deviation (γ−1)/σ of a staterror or lumi, (γ−1)·√τ of a shapesys. Other
+    components keep ``c = 0, s = 1``. The map is affine with a constant log-Jacobian ``Σ log s``, the
+    support is unchanged, and draws are reported in the workspace's parameters.
+    """
+    n = len(kind)
+    shift, scale = np.zeros(n), np.ones(n)
+    names: list[str] = []
+    off = 0
+    for p in model.free_parameters:
+        sl = slice(off, off + p.n_free)
+        off += p.n_free
+        cw = _centre_width(model, p)
+        if cw is None:
+            continue
+        xc, sig = (np.asarray(a, float) for a in cw)
+        k, a, b = kind[sl], lo[sl], hi[sl]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            c = np.where(k == 0, xc, 0.0)
+            d = np.ones_like(xc)
+            pos = k == 1
+            c = np.where(pos, np.log(np.maximum(xc - a, 1e-300)), c)
+            d = np.where(pos, np.maximum(xc - a, 1e-300), d)
+            w = b - a
+            u = np.clip((xc - a) / w, 1e-6, 1 - 1e-6)
+            itv = k == 2
+            c = np.where(itv, np.log(u) - np.log1p(-u), c)
+            d = np.where(itv, w * u * (1 - u), d)
+            s = sig / d
+        ok = np.isfinite(c) & np.isfinite(s) & (s > 0)
+        use = ok & (s < STANDARDISE_BELOW)
+        if np.any(use):
+            shift[sl] = np.where(use, c, 0.0)
+            scale[sl] = np.where(use, s, 1.0)
+            names.append(p.name)
+    return shift, scale, names
+
+
 class Layout:
     """The free components of a compiled model, site by site, and their bijections to R^n.
 
@@ -132,6 +204,13 @@ class Layout:
         perm[fixed] = len(free) + np.arange(len(fixed))
         self._fixed_vals = np.asarray(model.ir.init, float)[fixed]
         self._perm = None if len(fixed) == 0 and np.array_equal(free, np.arange(npars)) else perm
+        self.shift, self.scale, self.standardised = standardisation(model, kind, self.lo, self.hi)
+        self._affine = bool(self.standardised)
+
+    def describe(self) -> dict[str, Any]:
+        """{parameter set: (centre, width)} of the standardised sets, on the unconstrained scale."""
+        return {name: (self.shift[off:off + n].tolist(), self.scale[off:off + n].tolist())
+                for name, _s, n, off in self.sites if name in self.standardised}
 
     def _parts(self, v):
         for name, scalar, n, off in self.sites:
@@ -143,6 +222,10 @@ class Layout:
 
         ir, il, ii = self.groups
         parts, ld = [], 0.0
+        if self._affine:  # the standardised coordinates of narrow constraints (see standardisation())
+            z = jnp.asarray(self.shift, z.dtype) + jnp.asarray(self.scale, z.dtype) * z
+            if with_logdet:
+                ld = ld + float(np.sum(np.log(self.scale)))
         if len(ir):
             parts.append(z[..., ir])
         if len(il):
@@ -189,9 +272,10 @@ class Layout:
             with np.errstate(divide="ignore", invalid="ignore"):
                 for idx, v in parts:
                     z[..., idx] = v
-            return z
-        cat = xp.concatenate([v for _, v in parts], axis=-1)
-        return cat if self.inv_order is None else cat[..., self.inv_order]
+        else:
+            z = xp.concatenate([v for _, v in parts], axis=-1)
+            z = z if self.inv_order is None else z[..., self.inv_order]
+        return (z - self.shift) / self.scale if self._affine else z
 
     def full(self, x):
         """The full parameter vector (``par_names`` order) from the free components ``x`` (n,)."""

@@ -144,27 +144,39 @@ def _run_blackjax(model, layout, method, draws, warmup, opts, progress, seed, x0
 
 
 def _run_numpyro(model, layout, method, chains, draws, warmup, opts, progress, seed, x0, noise):
+    """NumPyro's ``MCMC`` (NUTS/HMC kernel, its own adaptation) on the same potential as the fast path.
+
+    The kernel gets ``potential_fn`` (minus the log density of the standardised unconstrained vector,
+    :meth:`Layout.potential`) and starts at the workspace inits (+ jitter) in those coordinates, so no
+    chain starts outside the support (NumPyro's default ``init_to_uniform`` on (-2, 2) gave negative
+    rates with lumi/staterror). Draws are mapped back to the workspace's parameters.
+    """
     import jax
+    import jax.numpy as jnp
     from numpyro.infer import HMC, MCMC, NUTS
+
+    pot = layout.potential()
+
+    def potential_fn(u):
+        return -pot(u)
 
     common = dict(target_accept_prob=float(opts.get("target_accept", 0.8)), dense_mass=bool(opts.get("dense_mass", False)),
                   step_size=float(opts.get("initial_step_size", 1.0)))
     if method == "nuts":
-        kernel = NUTS(model.model, max_tree_depth=int(opts.get("max_tree_depth", 10)), **common)
+        kernel = NUTS(potential_fn=potential_fn, max_tree_depth=int(opts.get("max_tree_depth", 10)), **common)
     else:
-        kernel = HMC(model.model, num_steps=int(opts.get("num_steps", 16)), **common)
-    # NumPyro re-initialises the kernel on every run (new potential closures → a fresh trace and
-    # compile per call); this path is the reference, the fast path is backend="blackjax".
+        kernel = HMC(potential_fn=potential_fn, num_steps=int(opts.get("num_steps", 16)), **common)
+    # NumPyro re-initialises the kernel on every run (a fresh trace and compile per call); this path is
+    # the reference, the fast path is backend="blackjax".
     mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains, chain_method="vectorized",
                 progress_bar=progress)
-    z0 = layout.unconstrain(np.asarray(x0, dtype=noise.dtype))
-    z0 = np.where(np.isfinite(z0), z0, 0.0) + noise
-    init = {name: (z0[:, off] if scalar else z0[:, off:off + n]) for name, scalar, n, off in layout.sites}
+    u0 = layout.unconstrain(np.asarray(x0, dtype=noise.dtype))
+    u0 = np.where(np.isfinite(u0), u0, 0.0) + noise
     key = jax.random.PRNGKey(seed)
     fields = ("diverging", "energy", "num_steps", "adapt_state.step_size", "accept_prob", "potential_energy")
-    mcmc.run(key, init_params=init, extra_fields=fields)
-    samples = jax.device_get(mcmc.get_samples(group_by_chain=True))
-    x = np.asarray(layout.join(samples))
+    mcmc.run(key, init_params=jnp.asarray(u0), extra_fields=fields)
+    u = mcmc.get_samples(group_by_chain=True)
+    x = np.asarray(jax.device_get(layout.constrain_only(u)))
     ex = jax.device_get(mcmc.get_extra_fields(group_by_chain=True))
     n_steps = np.asarray(ex["num_steps"])
     stats = {
@@ -177,7 +189,7 @@ def _run_numpyro(model, layout, method, chains, draws, warmup, opts, progress, s
     }
     if method == "nuts":
         stats["tree_depth"] = np.floor(np.log2(np.maximum(n_steps, 1))).astype(np.int64) + 1
-    return x, stats, f"numpyro.infer.{type(kernel).__name__} (MCMC, chain_method='vectorized')"
+    return x, stats, f"numpyro.infer.{type(kernel).__name__} (MCMC, chain_method='vectorized', potential_fn)"
 
 
 # ================================================================== MAP + Laplace

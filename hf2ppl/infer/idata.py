@@ -1,16 +1,24 @@
 """Assemble :class:`arviz.InferenceData` from draws of a compiled model's free parameters.
 
-Conventions (shared by every hf2ppl sampler, NumPyro and PyMC targets alike):
+The contract (shared by every hf2ppl sampler, NumPyro and PyMC targets alike; written down in
+docs/bayes.md and enforced by tests/test_idata_contract.py):
 
-* ``posterior`` / ``prior``: one variable per free parameter set, named as the set;
-  vector sets get the dimension ``<set>_bin`` with coordinates ``pset.free_labels``.
-* ``observed_data``, ``posterior_predictive``, ``prior_predictive``, ``log_likelihood``:
-  one variable per channel (``model.channel_site(channel)``) with dimension
-  ``<channel>_bin`` and integer coordinates; ``log_likelihood`` holds the per-bin
-  Poisson log-likelihood so ``az.loo``/``az.waic`` work.
+* ``posterior`` / ``prior``: one float variable per free parameter set, named as the set;
+  vector sets get the dimension ``<set>_bin`` with string coordinates (:func:`component_labels`,
+  ``"SR[0]"``: channel and bin).
+* ``observed_data``, ``posterior_predictive``, ``prior_predictive``: one variable per channel
+  (``model.channel_site(channel)``) with dimension ``<channel>_bin`` and integer coordinates
+  ``0..n-1``; all three of one dtype, :func:`count_dtype` (int64 when the observed counts are whole
+  numbers, else float64).
+* ``log_likelihood``: ONE variable, :func:`main_site` (``"main"``), the per-bin Poisson
+  log-likelihood of all channels, dimension ``main_bin`` with string coordinates ``"SR[0]"`` and a
+  non-index coordinate ``channel``: ``az.loo(idata)``/``az.compare`` work without arguments, and
+  ``loo(..., pointwise=True).loo_i.groupby("channel").sum()`` splits the elpd by channel;
+  :func:`channel_view` gives an InferenceData whose log-likelihood is one channel's.
 * ``constant_data``: ``nominal_<channel>`` with dims ``("sample", "<channel>_bin")``.
-* ``sample_stats``: ArviZ names (``diverging``, ``energy``, ``tree_depth``, ``n_steps``,
+* ``sample_stats``: ArviZ names (``diverging`` bool, ``energy``, ``tree_depth``, ``n_steps``,
   ``step_size``, ``acceptance_rate``, ``lp``).
+* attrs: on the InferenceData itself (``idata.attrs``) and on every group.
 """
 
 from __future__ import annotations
@@ -22,7 +30,8 @@ import numpy as np
 
 from ._nuts import get_cache, get_layout
 
-__all__ = ["lam_ll", "lam_ll_fn", "draw_prior", "prior_for_draws", "assemble"]
+__all__ = ["lam_ll", "lam_ll_fn", "draw_prior", "prior_for_draws", "assemble", "main_site", "component_labels",
+           "channel_view", "bin_labels", "count_dtype"]
 
 
 def _version() -> str:
@@ -124,10 +133,46 @@ def draw_prior(model: Any, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate(parts, axis=-1)
 
 
+def count_dtype(model: Any) -> type:
+    """dtype of observed and predictive counts: int64 when every observed count is a whole number, else
+    float64 (Asimov data, placeholder 1e-8 counts). Observations and predictions always share it, which is
+    what ``az.plot_ppc`` needs (integer → histograms, float → KDEs)."""
+    obs = np.asarray(model.ir.observed, dtype=float)
+    return np.int64 if np.all(np.isfinite(obs)) and np.all(obs == np.round(obs)) else np.float64
+
+
 def _poisson(rng: np.random.Generator, lam: np.ndarray) -> np.ndarray:
     """Poisson draws; a negative or NaN rate (e.g. a prior draw that extrapolates a histosys below 0) gives 0."""
     lam = np.nan_to_num(np.asarray(lam, dtype=float), nan=0.0, posinf=0.0)
     return rng.poisson(np.clip(lam, 0.0, None))
+
+
+def main_site(model: Any) -> str:
+    """Name of the whole-model log-likelihood variable: ``"main"`` (``"main_all"`` if a channel or
+    parameter is called ``"main"``)."""
+    taken = set(model.ir.par_map) | {model.channel_site(c) for c in model.channels}
+    return "main" if "main" not in taken else "main_all"
+
+
+def bin_labels(model: Any) -> tuple[list[str], list[str]]:
+    """``(["SR[0]", ...], ["SR", ...])``: a label and the channel of every main bin."""
+    labs, chans = [], []
+    for c in model.ir.channels:
+        labs += [f"{c.name}[{i}]" for i in range(c.nbins)]
+        chans += [c.name] * c.nbins
+    return labs, chans
+
+
+def component_labels(model: Any, p) -> list[str]:
+    """Coordinates of a vector set's free components: the IR's labels, except shapefactors, whose
+    bare bin numbers become ``"<channel>[i]"`` (``"CR+SR[i]"`` for one shared by several channels)."""
+    labs = list(p.free_labels)
+    if p.kind != "shapefactor" or not all(lab.isdigit() for lab in labs):
+        return labs
+    chans = [c["name"] for c in model.spec.channels
+             if any(m["name"] == p.name and m["type"] == "shapefactor" for s in c["samples"] for m in s["modifiers"])]
+    head = "+".join(chans) if chans else p.name
+    return [f"{head}[{lab}]" for lab in labs]
 
 
 def _param_dataset(model: Any, x: np.ndarray, extra_attrs: dict):
@@ -144,23 +189,59 @@ def _param_dataset(model: Any, x: np.ndarray, extra_attrs: dict):
             data_vars[p.name] = (("chain", "draw"), v[..., 0])
         else:
             data_vars[p.name] = (("chain", "draw", p.dim), v)
-            coords[p.dim] = list(p.free_labels)
+            coords[p.dim] = component_labels(model, p)
     return xr.Dataset(data_vars, coords=coords, attrs=extra_attrs)
 
 
 def _channel_dataset(model: Any, arr: np.ndarray | None, attrs: dict, with_chain: bool = True):
-    """xarray Dataset with one variable per channel from an array (..., B)."""
+    """xarray Dataset of counts with one variable per channel from an array (..., B), dtype :func:`count_dtype`."""
     import xarray as xr
 
     data_vars, coords = {}, {}
     lead = ("chain", "draw") if with_chain else ()
     if with_chain:
         coords = {"chain": np.arange(arr.shape[0]), "draw": np.arange(arr.shape[1])}
+    arr = np.asarray(arr).astype(count_dtype(model))
     for c in model.ir.channels:
         dim = f"{c.name}_bin"
         data_vars[model.channel_site(c.name)] = (lead + (dim,), arr[..., c.slice])
         coords[dim] = np.arange(c.nbins)
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def loglik_dataset(model: Any, loglik: np.ndarray, attrs: dict):
+    """The ``log_likelihood`` group: one variable (:func:`main_site`) over all main bins (C, D, B)."""
+    import xarray as xr
+
+    labs, chans = bin_labels(model)
+    name = main_site(model)
+    dim = f"{name}_bin"
+    ll = np.asarray(loglik, dtype=np.float64)
+    coords = {"chain": np.arange(ll.shape[0]), "draw": np.arange(ll.shape[1]), dim: labs, "channel": (dim, chans)}
+    return xr.Dataset({name: (("chain", "draw", dim), ll)}, coords=coords, attrs=attrs)
+
+
+def channel_view(idata, channel: str):
+    """A shallow InferenceData whose ``log_likelihood`` holds one channel's bins (for a per-channel
+    ``az.loo``/``az.compare``); ``channel`` is the channel name.
+
+    Example:
+        >>> az.loo(channel_view(idata, "SR"))  # doctest: +SKIP
+    """
+    import arviz as az
+
+    from ..errors import ParameterError
+
+    ll = idata.log_likelihood
+    name = next(iter(ll.data_vars))
+    da = ll[name]
+    dim = da.dims[-1]
+    chans = np.asarray(da.coords["channel"].values)
+    if channel not in set(chans.tolist()):
+        raise ParameterError(f"channel {channel!r} not in the log-likelihood; channels: {sorted(set(chans.tolist()))}")
+    sub = ll.isel({dim: np.flatnonzero(chans == channel)})
+    groups = {g: idata[g] for g in idata.groups() if g != "log_likelihood"}
+    return az.InferenceData(attrs=dict(idata.attrs), log_likelihood=sub, **groups)
 
 
 def assemble(model: Any, x: np.ndarray, *, sample_stats: dict[str, np.ndarray] | None = None, sampler: str,
@@ -220,7 +301,7 @@ def assemble(model: Any, x: np.ndarray, *, sample_stats: dict[str, np.ndarray] |
     if predictive:
         groups["posterior_predictive"] = _channel_dataset(model, _poisson(rng, lam), attrs)
     if log_likelihood:
-        groups["log_likelihood"] = _channel_dataset(model, np.asarray(loglik), attrs)
+        groups["log_likelihood"] = loglik_dataset(model, loglik, attrs)
     if prior:
         groups["prior"] = _param_dataset(model, np.asarray(x_prior)[None], attrs)
         groups["prior_predictive"] = _channel_dataset(model, _poisson(rng, np.asarray(lam_prior)[None]), attrs)
@@ -229,8 +310,8 @@ def assemble(model: Any, x: np.ndarray, *, sample_stats: dict[str, np.ndarray] |
     cd, coords = {}, {"sample": list(model.ir.samples)}
     for c in model.ir.channels:
         dim = f"{c.name}_bin"
-        cd[f"nominal_{c.name}"] = (("sample", dim), nom[:, c.slice])
+        cd[f"nominal_{c.name}"] = (("sample", dim), np.asarray(nom[:, c.slice], dtype=np.float64))
         coords[dim] = np.arange(c.nbins)
     groups["constant_data"] = xr.Dataset(cd, coords=coords, attrs=attrs)
     groups.update(extra_groups or {})
-    return az.InferenceData(**groups)
+    return az.InferenceData(attrs=attrs, **groups)

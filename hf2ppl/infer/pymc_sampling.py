@@ -124,6 +124,40 @@ def _sample_nutpie(model: Any, draws: int, warmup: int, chains: int, seed: int, 
                          save_warmup=False, **nk)
 
 
+def chain_inits(model: Any, chains: int, seed: int, jitter: float = 0.5) -> list[dict[str, np.ndarray]]:
+    """Per-chain initial values ``{set: value}`` (constrained space) for ``pm.sample(initvals=...)``.
+
+    The same points the NumPyro target's samplers start from: the workspace inits jittered by
+    ±``jitter`` in the standardised unconstrained coordinates of :class:`hf2ppl.infer._nuts.Layout`
+    (a narrow staterror moves by half its width, not by ±1 as PyMC's default ``jitter+adapt_diag``
+    on the untransformed scale, which puts rates below zero), always inside the support.
+    """
+    import jax.numpy as jnp
+
+    from .. import compile as _compile
+    from ._nuts import get_cache, get_layout
+
+    shadow = model.__dict__.get("_numpyro_shadow")
+    if shadow is None:  # the same workspace, priors and mode on the NumPyro target: only its Layout is used
+        shadow = _compile(model.spec, target="numpyro", constraints=model.constraints,
+                          priors={k: v for k, v in model.priors.items()} if model.constraints == "prior" else
+                          {k: v for k, v in model.priors.items() if not _is_flat(v)}, dtype=model.dtype)
+        model.__dict__["_numpyro_shadow"] = shadow
+    get_cache(shadow)
+    lay = get_layout(shadow)
+    rng = np.random.default_rng([seed, 7])
+    u0 = lay.unconstrain(np.asarray(lay.init_x(), dtype=float))
+    u0 = np.where(np.isfinite(u0), u0, 0.0) + rng.uniform(-jitter, jitter, (chains, lay.n))
+    x = np.asarray(lay.constrain_only(jnp.asarray(u0)), dtype=model.dtype)
+    return [{k: (float(v) if np.ndim(v) == 0 else np.asarray(v)) for k, v in lay.split(xi).items()} for xi in x]
+
+
+def _is_flat(prior) -> bool:
+    from .. import priors as P
+
+    return isinstance(prior, P.Flat)
+
+
 def _sampler_kwargs(nuts_sampler: str, chains: int, opts: dict[str, Any]) -> dict[str, Any]:
     """Translate hf2ppl's kernel options to ``pm.sample`` keywords for ``nuts_sampler``."""
     kw: dict[str, Any] = {}
@@ -132,15 +166,16 @@ def _sampler_kwargs(nuts_sampler: str, chains: int, opts: dict[str, Any]) -> dic
         kw["target_accept"] = float(opts.pop("target_accept"))
     tree = opts.pop("max_tree_depth", None)
     dense = bool(opts.pop("dense_mass", False))
-    for k in ("init_jitter", "initial_step_size", "method", "backend"):  # NumPyro-path options without a pm.sample twin
+    for k in ("initial_step_size", "method", "backend"):  # NumPyro-path options without a pm.sample twin
         opts.pop(k, None)
     if nuts_sampler == "pymc":
         if tree is not None:
             kw["max_treedepth"] = int(tree)
-        if dense:
-            kw.setdefault("init", "jitter+adapt_full")
+        # no PyMC jitter: the chains start at hf2ppl's jittered inits (chain_inits), inside the support
+        kw.setdefault("init", "adapt_full" if dense else "adapt_diag")
     elif nuts_sampler in ("numpyro", "blackjax"):
         ext.setdefault("chain_method", "vectorized")
+        ext.setdefault("jitter", False)
         if tree is not None:
             ext["max_tree_depth"] = int(tree)
         if dense:
@@ -214,9 +249,13 @@ def sample_pymc(
 
         progress = auto_progress()
     progress = bool(progress)
-    kw = _sampler_kwargs(nuts_sampler, chains, dict(kwargs))
+    kwargs = dict(kwargs)
+    jitter = float(kwargs.pop("init_jitter", 0.5))
+    kw = _sampler_kwargs(nuts_sampler, chains, kwargs)
     if nuts_sampler == "pymc":
         kw["cores"] = cores
+    if nuts_sampler != "nutpie" and "initvals" not in kw:
+        kw["initvals"] = chain_inits(model, int(chains), seed, jitter)
     pmodel = model.model
     names = [p.name for p in model.free_parameters]
     sites = model.channel_sites
@@ -252,20 +291,30 @@ def sample_pymc(
                                                "method": "nuts", "backend": "pymc", "nuts_sampler": nuts_sampler,
                                                "sampling_time": sampling_time})
     extra: dict[str, Any] = {}
-    if log_likelihood:
-        ll = _quiet(pm.compute_log_likelihood, idata, var_names=sites, model=pmodel, extend_inferencedata=False,
+    from .idata import component_labels, count_dtype, loglik_dataset
+
+    cdt = count_dtype(model)
+
+    import arviz as az
+
+    # PyMC's functions want the pm.Model's own coordinates (shapefactors: bare bin numbers)
+    pm_post = az.InferenceData(posterior=idata.posterior.assign_coords(
+        {p.dim: list(p.free_labels) for p in model.free_parameters if not p.is_scalar}))
+    if log_likelihood:  # PyMC's per-channel pointwise log-likelihood, joined into the one whole-model variable
+        ll = _quiet(pm.compute_log_likelihood, pm_post, var_names=sites, model=pmodel, extend_inferencedata=False,
                     progressbar=False)
-        extra["log_likelihood"] = ll
+        extra["log_likelihood"] = loglik_dataset(model, np.concatenate([np.asarray(ll[s_]) for s_ in sites], axis=-1), {})
     if predictive:
-        pp = _quiet(pm.sample_posterior_predictive, idata, model=pmodel, var_names=sites, random_seed=np.random.default_rng([seed, 1]),
+        pp = _quiet(pm.sample_posterior_predictive, pm_post, model=pmodel, var_names=sites, random_seed=np.random.default_rng([seed, 1]),
                     progressbar=False, return_inferencedata=True)
-        extra["posterior_predictive"] = pp.posterior_predictive
+        extra["posterior_predictive"] = pp.posterior_predictive.astype(cdt)
     if prior:
         n_prior = min(int(draws), 1000)
         if model.constraints == "prior":
             pr = _quiet(pm.sample_prior_predictive, draws=n_prior, model=pmodel, var_names=names + sites, random_seed=np.random.default_rng([seed, 2]))
-            extra["prior"] = pr.prior[names]
-            extra["prior_predictive"] = pr.prior_predictive[sites]
+            extra["prior"] = pr.prior[names].assign_coords(
+                {p.dim: component_labels(model, p) for p in model.free_parameters if not p.is_scalar})
+            extra["prior_predictive"] = pr.prior_predictive[sites].astype(cdt)
         else:  # aux mode: the flat priors are improper; draw the proper priors the NumPyro path draws from
             import xarray as xr
 
@@ -281,8 +330,9 @@ def sample_pymc(
             prior_ds = xr.Dataset(dv, coords=coords)
             ppr = _quiet(pm.sample_posterior_predictive, prior_ds, model=pmodel, var_names=sites, random_seed=np.random.default_rng([seed, 2]),
                          progressbar=False, return_inferencedata=True)
-            extra["prior"] = prior_ds
-            extra["prior_predictive"] = ppr.posterior_predictive
+            extra["prior"] = prior_ds.assign_coords(
+                {p.dim: component_labels(model, p) for p in model.free_parameters if not p.is_scalar})
+            extra["prior_predictive"] = ppr.posterior_predictive.astype(cdt)
     attrs = dict(idata.posterior.attrs)
     if keep_expected:
         exp = post.posterior[[f"expected_{c.name}" for c in model.ir.channels]]

@@ -485,6 +485,20 @@ def _merge_diag(*rs: dict) -> dict:
     return out
 
 
+def _check_stats(rows: list[tuple[dict, int]]) -> tuple[bool, float, bool, list[float], str]:
+    """(converged, largest EDM, multimodal, distinct minima (2ΔNLL), status message) of the fits at rows
+    ``(output of solve_best, row)``, e.g. the fits behind one hypotest of a scan."""
+    from .._optimize import STATUS_MESSAGES
+
+    conv = all(bool(r["converged"][i]) for r, i in rows)
+    edms = [float(r["edm"][i]) for r, i in rows]
+    mm = any(bool(r["multimodal"][i]) for r, i in rows)
+    minima = sorted({float(v) for r, i in rows for v in np.atleast_1d(r["minima"][i])})
+    bad = [int(r["status"][i]) for r, i in rows if not bool(r["converged"][i])]
+    status = STATUS_MESSAGES.get(bad[0], "?") if bad else STATUS_MESSAGES.get(0, "converged")
+    return conv, max(edms) if edms else 0.0, mm, minima, status
+
+
 def _check(converged: Any, what: str, r: dict | None = None) -> bool:
     """Warn (FitWarning) when a fit missed its EDM criterion, (MultimodalWarning) when starts found distinct minima."""
     ok = bool(np.all(np.asarray(converged)))

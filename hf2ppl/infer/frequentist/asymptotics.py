@@ -112,7 +112,7 @@ def at_mu_many(eng: _Engine, M: Models, gidx: np.ndarray, mus: np.ndarray, prep:
         return dict(q=q, qA=qA, ts=ts, clsb=clsb, clb=clb, cls=clsb / clb, clsb_exp=clsb_e, clb_exp=clb_e,
                     cls_exp=clsb_e / clb_e, fixed_fit=r["x"][:n], fixed_fit_asimov=r["x"][n:],
                     converged=r["converged"][:n] & r["converged"][n:] & prep["converged"][gidx],
-                    diag=_merge_diag(prep["fits"], r))
+                    diag=_merge_diag(prep["fits"], r), fits=r)
 
 
 def asymptotics(eng: _Engine, mus, data, nominal, x0, lo, hi, fixed, test_stat="qtilde"):

@@ -204,56 +204,66 @@ def _check_poi_matters(eng: _Engine, x: np.ndarray, opts: tuple) -> None:
 
 
 def _root_limits(curves, lo: float, hi: float, level: float, rtol: float, maxiter: int = 100) -> list[float]:
-    """Six roots of ``curves(mu) - level``: bracket as pyhf's ``toms748_scan`` (halve the lower / double the
-    upper bound until every curve is bracketed), then a vectorised Illinois (modified regula falsi)
-    iteration on all six curves, one μ per call (the same small compiled batch as ``hypotest``)."""
+    """Six roots of ``curves(mu) - level`` for one model (see :func:`root_limits_many`); FitError if unbracketed."""
+    roots, err = root_limits_many(lambda g, mus: curves(mus), np.array([lo]), np.array([hi]), level, rtol, maxiter)
+    if err[0] is not None:
+        raise FitError(f"upper_limit: {err[0]}")
+    return [float(r) for r in roots[0]]
 
-    def ev(mus: np.ndarray) -> np.ndarray:
-        mus = np.asarray(mus, float)
-        return np.concatenate([curves(mus[i:i + 1]) for i in range(mus.size)]) - level
 
-    f_lo = ev(np.array([lo]))[0]
-    it = 0
-    while np.any(f_lo < 0) and it < 60:
-        lo = lo / 2 if lo > 0 else lo - 1e-3
-        f_lo = ev(np.array([lo]))[0]
-        it += 1
-    f_hi = ev(np.array([hi]))[0]
-    it = 0
-    while np.any(f_hi > 0) and it < 60:
-        hi *= 2
-        f_hi = ev(np.array([hi]))[0]
-        it += 1
-    if np.any(f_hi > 0) or np.any(f_lo < 0):
-        raise FitError(f"upper_limit: could not bracket CLs = {level:g} for POI values in [{lo:.3g}, {hi:.3g}] "
-                       f"(CLs - level there: {np.round(f_lo, 4).tolist()}, {np.round(f_hi, 4).tolist()})")
-    a, b = np.full(6, lo), np.full(6, hi)
+def root_limits_many(curves, lo: np.ndarray, hi: np.ndarray, level: float, rtol: float, maxiter: int = 100) -> tuple[np.ndarray, list]:
+    """The roots of ``CLs(μ) - level`` of six curves (observed, then the five expected) of each of ``G`` models.
+
+    ``curves(gidx, mus)`` returns the ``(n, 6)`` CLs values of model ``gidx[i]`` at ``mus[i]``. Each model is
+    bracketed as pyhf's ``toms748_scan`` (halve the lower / double the upper bound from the POI bounds
+    ``lo[g]``/``hi[g]`` until every curve is bracketed), then a vectorised Illinois (modified regula falsi)
+    iteration runs on all ``6 G`` curves, every iteration one batched call. Returns ``(roots (G, 6), errors)``:
+    ``errors[g]`` is None or a one-line reason (roots NaN) when model ``g`` could not be bracketed."""
+    lo = np.array(lo, float)
+    hi = np.array(hi, float)
+    G = lo.size
+    everyone = np.arange(G)
+    f_lo = np.asarray(curves(everyone, lo), float) - level
+    for _ in range(60):
+        need = np.flatnonzero(np.any(f_lo < 0, axis=1))
+        if not need.size:
+            break
+        lo[need] = np.where(lo[need] > 0, lo[need] / 2, lo[need] - 1e-3)
+        f_lo[need] = np.asarray(curves(need, lo[need]), float) - level
+    f_hi = np.asarray(curves(everyone, hi), float) - level
+    for _ in range(60):
+        need = np.flatnonzero(np.any(f_hi > 0, axis=1))
+        if not need.size:
+            break
+        hi[need] *= 2
+        f_hi[need] = np.asarray(curves(need, hi[need]), float) - level
+    bad = np.any(f_hi > 0, axis=1) | np.any(f_lo < 0, axis=1) | ~np.all(np.isfinite(f_lo) & np.isfinite(f_hi), axis=1)
+    errors = [(f"could not bracket CLs = {level:g} for POI values in [{lo[g]:.3g}, {hi[g]:.3g}] (CLs - level there: "
+               f"{np.round(f_lo[g], 4).tolist()}, {np.round(f_hi[g], 4).tolist()})") if bad[g] else None for g in range(G)]
+    a, b = np.repeat(lo[:, None], 6, axis=1), np.repeat(hi[:, None], 6, axis=1)
     fa, fb = f_lo.copy(), f_hi.copy()
-    side = np.zeros(6)
+    side = np.zeros((G, 6))
     for _ in range(maxiter):
-        done = (np.abs(b - a) <= rtol * np.maximum(np.abs(a), np.abs(b)) + 1e-14) | (fa == 0) | (fb == 0)
+        done = (np.abs(b - a) <= rtol * np.maximum(np.abs(a), np.abs(b)) + 1e-14) | (fa == 0) | (fb == 0) | bad[:, None]
         if np.all(done):
             break
         with np.errstate(divide="ignore", invalid="ignore"):
             c = (a * fb - b * fa) / (fb - fa)
         c = np.where(np.isfinite(c) & (c > np.minimum(a, b)) & (c < np.maximum(a, b)), c, 0.5 * (a + b))
-        todo = np.flatnonzero(~done)
-        fc_all = ev(c[todo])
-        for j, i in enumerate(todo):
-            fc = fc_all[j, i]
-            if fc * fb[i] < 0:
-                a[i], fa[i] = b[i], fb[i]
-                b[i], fb[i] = c[i], fc
-                side[i] = 0
-            else:
-                b[i], fb[i] = c[i], fc
-                if side[i] == -1:
-                    fa[i] *= 0.5
-                side[i] = -1
+        gi, ji = np.nonzero(~done)
+        fc = np.asarray(curves(gi, c[gi, ji]), float)[np.arange(gi.size), ji] - level
+        i = (gi, ji)
+        cross = fc * fb[i] < 0
+        a_new = np.where(cross, b[i], a[i])
+        fa_new = np.where(cross, fb[i], np.where(side[i] == -1, 0.5 * fa[i], fa[i]))
+        b[i], fb[i] = c[i], fc
+        a[i], fa[i] = a_new, fa_new
+        side[i] = np.where(cross, 0.0, -1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         root = np.where(fb == 0, b, np.where(fa == 0, a, (a * fb - b * fa) / (fb - fa)))
     root = np.where(np.isfinite(root), root, 0.5 * (a + b))
-    return [float(r) for r in root]
+    root[bad] = np.nan
+    return root, errors
 
 
 # ====================================================================== significance
