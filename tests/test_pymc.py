@@ -340,7 +340,7 @@ def test_sample_pymc_layout_matches_numpyro_path(uncorr_pair):
                 assert list(a[g].coords[dim].values) == list(coord.values), (g, dim)
     assert a.prior_predictive["singlechannel"].shape == (1, 60, 2)
     assert a.posterior_predictive["singlechannel"].shape == (2, 60, 2)
-    assert a.log_likelihood["singlechannel"].shape == (2, 60, 2)
+    assert a.log_likelihood["main"].shape == (2, 60, 2)
     assert {k: a.posterior.attrs[k] for k in ("target", "constraints")} == {"target": "pymc", "constraints": "prior"}
     assert "hf2ppl_version" in a.posterior.attrs and "pymc" in a.posterior.attrs["sampler"]
     # the log-likelihood PyMC computed is the shared continuous Poisson at the posterior draws
@@ -349,7 +349,7 @@ def test_sample_pymc_layout_matches_numpyro_path(uncorr_pair):
     n = pm_m.ir.observed
     from scipy.special import gammaln, xlogy
 
-    np.testing.assert_allclose(a.log_likelihood["singlechannel"].values[0, 5], xlogy(n, lam) - lam - gammaln(n + 1), rtol=1e-10)
+    np.testing.assert_allclose(a.log_likelihood["main"].values[0, 5], xlogy(n, lam) - lam - gammaln(n + 1), rtol=1e-10)
 
 
 def test_hf2ppl_sample_dispatches_to_pymc(uncorr_pair):
@@ -368,7 +368,7 @@ def test_sample_pymc_aux_mode_and_expected():
     idata = sample_pymc(m, chains=1, draws=40, warmup=40, seed=2, keep_expected=True)
     assert set(idata.posterior.data_vars) == {"mu", "correlated_bkg_uncertainty", "expected_singlechannel"}
     assert set(idata.observed_data.data_vars) == {"singlechannel"}  # no aux_ clutter
-    assert set(idata.log_likelihood.data_vars) == {"singlechannel"}
+    assert set(idata.log_likelihood.data_vars) == {"main"}
     assert idata.prior.mu.shape == (1, 40) and idata.prior_predictive.singlechannel.dims == ("chain", "draw", "singlechannel_bin")
     assert np.all((idata.prior.mu.values >= 0) & (idata.prior.mu.values <= 10))
 
