@@ -137,3 +137,23 @@ def test_crosscheck_figure(corr_crosscheck, tmp_path):
     fig.savefig(out)
     im = mpimg.imread(out)
     assert im.shape[0] > 300 and np.std(im[..., :3]) > 0.05
+
+
+def test_brazil_figure(corr_crosscheck, tmp_path):
+    import matplotlib.image as mpimg
+
+    from hf2ppl import plot
+
+    r = corr_crosscheck
+    # the structure upper_limit(..., return_results=True) returns: (obs, exp, (mus, cls_obs, cls_exp (n, 5)))
+    fig = plot.plot_brazil((r.cls_observed, r.cls_expected, (r.scan_mu[::-1], r.scan_cls_obs[::-1], r.scan_cls_exp[::-1])))
+    ax = fig.axes[0]
+    at = {ln.get_gid(): float(ln.get_xdata()[0]) for ln in ax.get_lines() if ln.get_gid()}
+    assert at == pytest.approx({"obs_limit": r.cls_observed, "exp_limit": r.cls_expected[2]})
+    obs_line = next(ln for ln in ax.get_lines() if ln.get_label() == "observed CL$_s$")
+    np.testing.assert_allclose(obs_line.get_xdata(), r.scan_mu)  # sorted back
+    np.testing.assert_allclose(obs_line.get_ydata(), r.scan_cls_obs)
+    band = ax.collections[0].get_paths()[0].vertices  # the ±2σ band spans columns 0 and 4
+    assert band[:, 1].max() == pytest.approx(max(r.scan_cls_exp[:, 0].max(), r.scan_cls_exp[:, 4].max()))
+    fig.savefig(tmp_path / "brazil.png")
+    assert np.std(mpimg.imread(tmp_path / "brazil.png")[..., :3]) > 0.05

@@ -8,6 +8,8 @@ Agg canvas: no pyplot state; ``fig.savefig(path)`` writes it, a notebook shows i
 from __future__ import annotations
 
 from .exclusion import plot_exclusion
+from .fit import plot_correlation, plot_postfit, plot_prefit, plot_profile, plot_pulls, plot_ranking
 from .limits import plot_brazil, plot_crosscheck
 
-__all__ = ["plot_exclusion", "plot_brazil", "plot_crosscheck"]
+__all__ = ["plot_exclusion", "plot_brazil", "plot_crosscheck", "plot_pulls", "plot_ranking", "plot_correlation",
+           "plot_postfit", "plot_prefit", "plot_profile"]

@@ -60,19 +60,21 @@ def plot_brazil(poi_values: Any, cls_obs: Any = None, cls_exp: Any = None, *, le
     fig = S.figure(6.4, 4.8)
     ax = fig.add_subplot()
     _draw_brazil(ax, mus, obs, band, level)
+    marks = []
     if observed_limit is not None:
-        ax.axvline(float(observed_limit), color="k", lw=1, ls=":")
-        ax.annotate(f"obs. {float(observed_limit):.3g}", (float(observed_limit), 0.55), xycoords=("data", "axes fraction"),
-                    rotation=90, ha="right", va="bottom", fontsize=9)
+        marks.append(float(observed_limit))
+        ax.axvline(float(observed_limit), color="k", lw=1.2, ls=":", label=f"observed limit: {float(observed_limit):.3g}", gid="obs_limit")
     if expected_limits is not None:
         e = np.asarray(expected_limits, float)
-        ax.axvline(e[2], color="k", lw=1, ls="--", alpha=0.6)
+        marks += [float(v) for v in e]
+        ax.axvline(e[2], color=S.GREY, lw=1.2, ls="-.", label=f"expected limit: {e[2]:.3g}", gid="exp_limit")
     if log:
         ax.set_yscale("log")
         ax.set_ylim(max(1e-4, float(np.nanmin(band[band > 0])) * 0.5) if np.any(band > 0) else 1e-4, 1.5)
     else:
         ax.set_ylim(0, 1.05)
-    ax.set_xlim(mus[0], mus[-1])
+    right = mus[-1] if not marks else min(mus[-1], max(1.6 * max(marks), mus[0] + 1e-9))
+    ax.set_xlim(mus[0], right)
     S.style(ax, rf"$\{poi_name}$" if poi_name in ("mu",) else poi_name, r"CL$_s$")
     if title:
         S.label(ax, title, y=0.97)
