@@ -79,7 +79,7 @@ class CrossCheckResult:
         prior: the prior of μ, as text; prior_is_default: whether it is the default flat one.
         grid_mu, grid_density, grid_cdf: the marginal posterior density and CDF of μ (Rao-Blackwellised).
         chains, draws, warmup, divergences, r_hat, ess_bulk: of the NUTS run.
-        idata: the ``arviz.InferenceData`` of the posterior (not in :meth:`to_dict`).
+        idata: the ``arviz.InferenceData`` of the posterior; bayes_model: the model it was drawn from (neither in :meth:`to_dict`).
     """
 
     poi_name: str
@@ -111,6 +111,7 @@ class CrossCheckResult:
     r_hat: float
     ess_bulk: float
     idata: Any = field(default=None, repr=False)
+    bayes_model: Any = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -125,7 +126,7 @@ class CrossCheckResult:
                 return v.item()
             return v
 
-        out = {k: conv(v) for k, v in self.__dict__.items() if k != "idata"}
+        out = {k: conv(v) for k, v in self.__dict__.items() if k not in ("idata", "bayes_model")}
         out["cls_size"] = 1.0 - self.cl
         return out
 
@@ -346,4 +347,4 @@ def crosscheck(
         bayes_limit=rb["limit"], bayes_limit_mcse=rb["mcse"], bayes_quantile=q, bayes_quantile_mcse=q_mcse,
         posterior_mean=float(x.mean()), posterior_median=float(np.median(x)), posterior_sd=float(x.std()),
         prior=repr(poi_prior), prior_is_default=default, grid_mu=rb["grid"], grid_density=rb["density"], grid_cdf=rb["cdf"],
-        chains=chains, draws=draws, warmup=warmup, divergences=div, r_hat=r_hat, ess_bulk=ess, idata=idata)
+        chains=chains, draws=draws, warmup=warmup, divergences=div, r_hat=r_hat, ess_bulk=ess, idata=idata, bayes_model=bayes)
