@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Layout", "make_step", "blackjax_chain_fn", "ChunkedSampler", "auto_progress", "Progress", "get_cache", "get_layout",
+__all__ = ["Layout", "safe_noise", "make_step", "blackjax_chain_fn", "ChunkedSampler", "auto_progress", "Progress", "get_cache", "get_layout",
            "stan_schedule", "KERNEL_ALIASES"]
 
 #: user-facing kernel kwargs → canonical names
@@ -313,6 +313,42 @@ class Layout:
             return (m.logdensity_flat(self.full(x), data) + ld).astype(z.dtype)
 
         return logdensity
+
+
+def safe_noise(layout: Layout, x0: np.ndarray, noise: np.ndarray, max_halvings: int = 10) -> np.ndarray:
+    """The start jitter ``noise`` (chains, n), halved chain by chain until the log density (and its
+    gradient) at ``unconstrain(x0) + noise`` is finite: a jitter of ±0.5 on the logit scale of a normfactor
+    on [-5, 5] can make it negative and a rate with it (ewk2L). Raises ``ParameterError`` when the
+    workspace inits themselves have a non-finite log density."""
+    import jax
+    import jax.numpy as jnp
+
+    from ..errors import ParameterError
+
+    cache = get_cache(layout.model)
+    if "start_vg" not in cache:
+        cache["start_vg"] = jax.jit(jax.vmap(jax.value_and_grad(layout.potential())))
+    vg = cache["start_vg"]
+    base = layout.unconstrain(np.asarray(x0, dtype=noise.dtype))
+    base = np.where(np.isfinite(base), base, 0.0)
+    noise = np.array(noise, copy=True)
+
+    def bad_rows(nz):
+        v, g = vg(jnp.asarray(base + nz))
+        return ~(np.isfinite(np.asarray(v)) & np.all(np.isfinite(np.asarray(g)), axis=-1))
+
+    bad = bad_rows(noise)
+    for _ in range(max_halvings):
+        if not bad.any():
+            return noise
+        noise[bad] *= 0.5
+        bad = bad_rows(noise)
+    if bad.any():
+        noise[bad] = 0.0
+        if bad_rows(noise).any():
+            raise ParameterError("the log density or its gradient is not finite at the workspace's inits; "
+                                 "pass inits inside the support (measurement 'parameters' inits) or check the model")
+    return noise
 
 
 # ------------------------------------------------------------------ progress bar

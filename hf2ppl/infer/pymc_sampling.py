@@ -76,7 +76,8 @@ def _blackjax_loop_fixed(seed, init_position, logp_fn, draws, tune, target_accep
         _, rng_key = xs
         state, info = kernel(rng_key, state)
         stats = {"diverging": info.is_divergent, "energy": info.energy, "tree_depth": info.num_trajectory_expansions,
-                 "n_steps": info.num_integration_steps, "acceptance_rate": info.acceptance_rate, "lp": state.logdensity}
+                 "n_steps": info.num_integration_steps, "acceptance_rate": info.acceptance_rate, "lp": state.logdensity,
+                 "step_size": jnp.asarray(tuned_params["step_size"])}
         return state, (state.position, stats)
 
     keys = jax.random.split(seed, draws)
@@ -145,9 +146,12 @@ def chain_inits(model: Any, chains: int, seed: int, jitter: float = 0.5) -> list
         model.__dict__["_numpyro_shadow"] = shadow
     get_cache(shadow)
     lay = get_layout(shadow)
+    from ._nuts import safe_noise
+
     rng = np.random.default_rng([seed, 7])
-    u0 = lay.unconstrain(np.asarray(lay.init_x(), dtype=float))
-    u0 = np.where(np.isfinite(u0), u0, 0.0) + rng.uniform(-jitter, jitter, (chains, lay.n))
+    x0 = np.asarray(lay.init_x(), dtype=float)
+    u0 = lay.unconstrain(x0)
+    u0 = np.where(np.isfinite(u0), u0, 0.0) + safe_noise(lay, x0, rng.uniform(-jitter, jitter, (chains, lay.n)))
     x = np.asarray(lay.constrain_only(jnp.asarray(u0)), dtype=model.dtype)
     return [{k: (float(v) if np.ndim(v) == 0 else np.asarray(v)) for k, v in lay.split(xi).items()} for xi in x]
 
@@ -342,4 +346,7 @@ def sample_pymc(
         ds = ds.copy()
         ds.attrs = attrs
         idata.add_groups({name: ds})
+    from .diagnostics import check_mcmc
+
+    check_mcmc(idata, model)
     return idata

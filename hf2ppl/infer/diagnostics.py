@@ -1,0 +1,250 @@
+"""Warnings where a posterior (or its approximation) cannot be trusted.
+
+Every Bayesian entry point runs the checks that apply to it and warns with a subclass of
+:class:`PosteriorWarning`; the messages also go to ``idata.attrs["warnings"]`` (and the report).
+
+=============================  ================================================================
+warning                        fires when
+=============================  ================================================================
+:class:`DivergenceWarning`     any post-warmup transition diverged (NUTS/HMC)
+:class:`ConvergenceWarning`    rank-normalised split R-hat > :data:`RHAT_MAX` or bulk/tail ESS
+                               below :data:`ESS_PER_CHAIN_MIN` per chain, for any component
+:class:`LaplaceWarning`        ``map_estimate``: a component at a bound, a Hessian that is not
+                               positive definite (its sd is NaN, never a clipped 0), or an
+                               optimiser stop away from a stationary point
+:class:`SVIConvergenceWarning` ``svi``: the ELBO still decreasing over the last steps
+:class:`PriorDominatedWarning` an unconstrained parameter (normfactor/shapefactor: flat or uniform
+                               prior on its bounds) whose posterior sd is more than
+                               :data:`PRIOR_RATIO_MAX` × its prior sd: the data barely constrain it,
+                               its posterior reflects the bounds
+:class:`NonIdentifiedWarning`  two positive unconstrained parameters whose logarithms have a
+                               posterior correlation below ``-RIDGE_CORR``: only their product is
+                               measured (a curved ridge ``a·b = const``)
+=============================  ================================================================
+
+Example:
+    >>> import warnings, hf2ppl
+    >>> from hf2ppl.infer.diagnostics import PosteriorWarning
+    >>> with warnings.catch_warnings():  # doctest: +SKIP
+    ...     warnings.simplefilter("error", PosteriorWarning)
+    ...     idata = hf2ppl.sample(m)
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PosteriorWarning", "DivergenceWarning", "ConvergenceWarning", "LaplaceWarning", "SVIConvergenceWarning",
+           "PriorDominatedWarning", "NonIdentifiedWarning", "check_mcmc", "check_draws", "prior_widths",
+           "prior_ratios", "ridges", "svi_trend", "RHAT_MAX", "ESS_PER_CHAIN_MIN", "PRIOR_RATIO_MAX", "RIDGE_CORR"]
+
+#: largest acceptable rank-normalised split R-hat (Vehtari et al. 2021)
+RHAT_MAX = 1.01
+#: smallest acceptable bulk and tail ESS per chain (Vehtari et al. 2021: 100 per chain)
+ESS_PER_CHAIN_MIN = 100
+#: posterior/prior sd ratio above which an unconstrained parameter is called prior-dominated
+PRIOR_RATIO_MAX = 0.5
+#: |posterior correlation of log a and log b| above which a product a·b is called non-identified
+RIDGE_CORR = 0.9
+
+
+class PosteriorWarning(UserWarning):
+    """Base class: a posterior, a mode or an approximation that may be wrong."""
+
+
+class DivergenceWarning(PosteriorWarning):
+    """Divergent transitions: the sampler could not follow the posterior's geometry."""
+
+
+class ConvergenceWarning(PosteriorWarning):
+    """R-hat or ESS outside the thresholds: the chains have not mixed or are too short."""
+
+
+class LaplaceWarning(PosteriorWarning):
+    """A MAP estimate at a bound, with a non-positive-definite Hessian, or not at a stationary point."""
+
+
+class SVIConvergenceWarning(PosteriorWarning):
+    """The SVI objective was still moving when the optimisation stopped."""
+
+
+class PriorDominatedWarning(PosteriorWarning):
+    """A free parameter's posterior is about as wide as its (bounds-only) prior."""
+
+
+class NonIdentifiedWarning(PosteriorWarning):
+    """Two free parameters enter (nearly) only as a product."""
+
+
+def _emit(found: list[tuple[type, str]], warn: bool, stacklevel: int = 4) -> list[str]:
+    if warn:
+        for cls, msg in found:
+            warnings.warn(msg, cls, stacklevel=stacklevel)
+    return [f"{cls.__name__}: {msg}" for cls, msg in found]
+
+
+def _components(ds) -> list[tuple[str, str, np.ndarray]]:
+    """(set, label, draws (chain, draw)) of every scalar component in a posterior-like Dataset."""
+    out = []
+    for name in ds.data_vars:
+        da = ds[name]
+        if da.ndim == 2:
+            out.append((name, name, np.asarray(da.values)))
+        else:
+            dim = da.dims[2]
+            for i, lab in enumerate(da.coords[dim].values):
+                out.append((name, f"{name}[{lab}]", np.asarray(da.values[..., i])))
+    return out
+
+
+def prior_widths(model: Any) -> dict[str, np.ndarray]:
+    """{free set: prior sd per free component} of the prior the ``prior`` group is drawn from."""
+    from .. import priors as P
+    from .idata import prior_for_draws
+
+    out = {}
+    for p in model.free_parameters:
+        pr = prior_for_draws(model)[p.name]
+        v = pr.broadcast(p.n_free)
+        if isinstance(pr, (P.Uniform, P.Flat)):
+            sd = (v["high"] - v["low"]) / np.sqrt(12.0)
+        elif isinstance(pr, P.Normal):
+            sd = v["scale"]
+        elif isinstance(pr, P.HalfNormal):
+            sd = v["scale"] * np.sqrt(1.0 - 2.0 / np.pi)
+        elif isinstance(pr, P.LogNormal):
+            s2 = v["scale"] ** 2
+            sd = np.sqrt((np.exp(s2) - 1.0) * np.exp(2 * v["loc"] + s2))
+        elif isinstance(pr, P.Gamma):
+            sd = np.sqrt(v["concentration"]) / v["rate"]
+        else:  # pragma: no cover - every prior is handled
+            sd = np.full(p.n_free, np.nan)
+        out[p.name] = np.asarray(sd, float)
+    return out
+
+
+def prior_ratios(posterior, model: Any) -> list[tuple[str, str, float, bool]]:
+    """(set, label, posterior sd / prior sd, is unconstrained) per free component."""
+    widths = prior_widths(model)
+    pmap = model.ir.par_map
+    out = []
+    for name in posterior.data_vars:
+        if name not in widths:
+            continue
+        da = np.asarray(posterior[name].values)
+        sd = da.reshape(-1, *da.shape[2:]).std(axis=0, ddof=1).reshape(-1)
+        labs = [name] if da.ndim == 2 else [f"{name}[{v}]" for v in posterior[name].coords[posterior[name].dims[2]].values]
+        for lab, s, w in zip(labs, sd, widths[name]):
+            out.append((name, lab, float(s / w) if w > 0 else np.nan, pmap[name].constraint is None))
+    return out
+
+
+def ridges(posterior, model: Any, corr: float = RIDGE_CORR) -> list[tuple[str, str, float]]:
+    """Pairs (label a, label b, corr(log a, log b)) of positive unconstrained components with corr < -corr."""
+    pmap = model.ir.par_map
+    comps = []
+    for name, lab, v in _components(posterior):
+        p = pmap.get(name)
+        if p is None or p.constraint is not None or np.min(np.asarray(p.bounds)[:, 0]) < 0:
+            continue
+        v = v.reshape(-1)
+        if np.all(v > 0) and np.std(v) > 0:
+            comps.append((lab, np.log(v)))
+    out = []
+    if len(comps) < 2:
+        return out
+    c = np.corrcoef(np.stack([v for _, v in comps]))
+    for i in range(len(comps)):
+        for j in range(i + 1, len(comps)):
+            if c[i, j] < -corr:
+                out.append((comps[i][0], comps[j][0], float(c[i, j])))
+    return out
+
+
+def check_draws(posterior, model: Any) -> list[tuple[type, str]]:
+    """Prior-dominated and non-identified checks on posterior draws (any sampler, SVI too)."""
+    found: list[tuple[type, str]] = []
+    dom = [(lab, r) for _s, lab, r, free in prior_ratios(posterior, model) if free and np.isfinite(r) and r > PRIOR_RATIO_MAX]
+    if dom:
+        txt = ", ".join(f"{lab} ({r:.2f})" for lab, r in dom[:8]) + (" ..." if len(dom) > 8 else "")
+        found.append((PriorDominatedWarning,
+                      f"posterior sd / prior sd > {PRIOR_RATIO_MAX} for unconstrained parameters {txt}: the data barely constrain "
+                      "them and their posterior reflects the prior bounds (report the prior; consider fixing or reparametrising)"))
+    rid = ridges(posterior, model)
+    if rid:
+        txt = ", ".join(f"{a}·{b} (corr of logs {c:.2f})" for a, b, c in rid[:6]) + (" ..." if len(rid) > 6 else "")
+        found.append((NonIdentifiedWarning,
+                      f"only products of free parameters are measured: {txt}; their individual posteriors are set by the prior "
+                      "volume (fix one factor, or sample the product)"))
+    return found
+
+
+def check_mcmc(idata, model: Any, *, warn: bool = True) -> list[str]:
+    """Run the MCMC checks on ``idata`` (divergences, R-hat/ESS, prior domination, ridges); warn and
+    return the messages (also stored in ``idata.attrs["warnings"]``)."""
+    import arviz as az
+
+    found: list[tuple[type, str]] = []
+    post = idata.posterior
+    C, D = post.sizes["chain"], post.sizes["draw"]
+    if "sample_stats" in idata.groups() and "diverging" in idata.sample_stats:
+        n_div = int(np.asarray(idata.sample_stats["diverging"]).sum())
+        if n_div:
+            found.append((DivergenceWarning, f"{n_div} of {C * D} post-warmup transitions diverged: the posterior may be biased; "
+                                             "raise target_accept (e.g. 0.95) or reparametrise"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ess_b = az.ess(post, method="bulk")
+        ess_t = az.ess(post, method="tail")
+        rhat = az.rhat(post) if C > 1 else None
+    bad_r, bad_e = [], []
+    for name in post.data_vars:
+        e = np.minimum(np.asarray(ess_b[name]).reshape(-1), np.asarray(ess_t[name]).reshape(-1))
+        labs = [name] if post[name].ndim == 2 else [f"{name}[{v}]" for v in post[name].coords[post[name].dims[2]].values]
+        for lab, ev in zip(labs, e):
+            if not np.isfinite(ev) or ev < ESS_PER_CHAIN_MIN * C:
+                bad_e.append((lab, ev))
+        if rhat is not None:
+            for lab, rv in zip(labs, np.asarray(rhat[name]).reshape(-1)):
+                if not np.isfinite(rv) or rv > RHAT_MAX:
+                    bad_r.append((lab, rv))
+    if bad_r:
+        bad_r.sort(key=lambda t: -np.nan_to_num(t[1], nan=np.inf))
+        txt = ", ".join(f"{lab} ({r:.3g})" for lab, r in bad_r[:6]) + (" ..." if len(bad_r) > 6 else "")
+        found.append((ConvergenceWarning, f"R-hat > {RHAT_MAX} for {len(bad_r)} component(s): {txt}; the chains disagree — run longer "
+                                          "or check the model for multimodality/non-identifiability"))
+    if bad_e:
+        bad_e.sort(key=lambda t: np.nan_to_num(t[1], nan=-1))
+        txt = ", ".join(f"{lab} ({e:.0f})" for lab, e in bad_e[:6]) + (" ..." if len(bad_e) > 6 else "")
+        found.append((ConvergenceWarning, f"bulk/tail ESS below {ESS_PER_CHAIN_MIN} per chain ({ESS_PER_CHAIN_MIN * C} in all) for "
+                                          f"{len(bad_e)} component(s): {txt}; run more draws"))
+    found += check_draws(post, model)
+    msgs = _emit(found, warn)
+    if msgs:
+        idata.attrs["warnings"] = msgs
+    return msgs
+
+
+def svi_trend(losses: np.ndarray, frac: float = 0.2) -> tuple[float, float]:
+    """(decrease of the mean loss between the second-to-last and last ``frac`` of the steps, its standard
+    error from 20 block means per window): the ELBO is still moving when the decrease is large against both
+    the noise and 0.05 nats."""
+    losses = np.asarray(losses, float)
+    n = len(losses)
+    w = max(int(frac * n), 20)
+    if 2 * w > n:
+        return np.nan, np.nan
+    a, b = losses[n - 2 * w:n - w], losses[n - w:]
+    nb = 20
+    with warnings.catch_warnings():  # a few non-finite losses (a guide draw outside the support) are skipped
+        warnings.simplefilter("ignore")
+        ba = np.asarray([np.nanmean(np.where(np.isfinite(x), x, np.nan)) for x in np.array_split(a, nb)])
+        bb = np.asarray([np.nanmean(np.where(np.isfinite(x), x, np.nan)) for x in np.array_split(b, nb)])
+    ba, bb = ba[np.isfinite(ba)], bb[np.isfinite(bb)]
+    if len(ba) < 3 or len(bb) < 3:
+        return np.nan, np.nan
+    se = float(np.sqrt(ba.var(ddof=1) / len(ba) + bb.var(ddof=1) / len(bb)))
+    return float(ba.mean() - bb.mean()), se
