@@ -31,6 +31,18 @@ def _arr(x) -> np.ndarray:
     return np.asarray(x, dtype=float)
 
 
+def _namespace(xp):
+    """An :mod:`hf2ppl.xp` namespace for ``xp`` (the numpy and jax.numpy modules lack ``xlogy``/``gammaln``)."""
+    from . import xp as X
+
+    name = getattr(xp, "__name__", None)
+    if name == "numpy":
+        return X.numpy_namespace()
+    if name == "jax.numpy":
+        return X.jax_namespace()
+    return xp
+
+
 class Prior:
     """Base class. Subclasses define ``params`` (names), ``support`` and ``_logpdf``."""
 
@@ -41,9 +53,17 @@ class Prior:
         return {k: _arr(getattr(self, k)) for k in self.params}
 
     def logpdf(self, xp, x, **params):
-        """Elementwise log density at ``x`` (``params`` default to this prior's)."""
+        """Elementwise log density at ``x`` (``params`` default to this prior's).
+
+        ``xp``: an :mod:`hf2ppl.xp` namespace, or the ``numpy`` / ``jax.numpy`` module itself.
+
+        Example:
+            >>> import numpy as np
+            >>> round(float(Gamma(2.0, 1.5).logpdf(np, 1.0)), 6)
+            -0.68907
+        """
         p = params or self.values()
-        return type(self)._logpdf(xp, x, **p)
+        return type(self)._logpdf(_namespace(xp), x, **p)
 
     def interval(self, bounds: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
         """(low, high) arrays of an interval support, else None."""
