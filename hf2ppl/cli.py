@@ -435,6 +435,24 @@ def _patchset(arg: str) -> dict:
     return hf2ppl.load_patchset(_read_doc(arg, "patchset"))
 
 
+def _verify(bkg: dict, ps: dict) -> None:
+    """pyhf's ``PatchSet.verify``: every digest in the patchset's metadata is that of the background-only workspace
+    (pyhf's ``utils.digest``: the hash of the JSON with sorted keys)."""
+    import hashlib
+
+    from .errors import PatchError
+
+    text = json.dumps(bkg, sort_keys=True, ensure_ascii=False).encode("utf8")
+    for algorithm, expected in ps["metadata"].get("digests", {}).items():
+        try:
+            got = hashlib.new(algorithm, text).hexdigest()
+        except ValueError:
+            raise CLIError(f"the patchset's digest algorithm {algorithm!r} is unknown") from None
+        if got != expected:
+            raise PatchError(f"the patchset does not belong to this background-only workspace: its {algorithm} digest is "
+                             f"{expected[:16]}..., the workspace's is {got[:16]}...", path="/metadata/digests")
+
+
 def _find_patch(ps: dict, name: str | None) -> dict:
     names = [p["metadata"]["name"] for p in ps["patches"]]
     if name is None:
@@ -467,23 +485,21 @@ def cmd_patchset_extract(args) -> None:
 
 def cmd_patchset_apply(args) -> None:
     import hf2ppl
-    from hf2ppl.scan import verify_patchset
 
     bkg = _read_doc(args.background_only, "background-only workspace")
     ps = _patchset(args.patchset)
     p = _find_patch(ps, args.name)
-    verify_patchset(bkg, ps)
+    _verify(bkg, ps)
     spec = hf2ppl.load(bkg, patches=[p["patch"]])
     _write_or_print(spec.workspace, args.output_file)
 
 
 def cmd_patchset_verify(args) -> None:
     import hf2ppl
-    from hf2ppl.scan import verify_patchset
 
     bkg = _read_doc(args.background_only, "background-only workspace")
     hf2ppl.load(bkg)  # a valid workspace
-    verify_patchset(bkg, _patchset(args.patchset))
+    _verify(bkg, _patchset(args.patchset))
     print("All good.")
 
 

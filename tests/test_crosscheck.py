@@ -85,7 +85,8 @@ def test_credible_limit_with_a_nuisance_parameter_vs_brute_force():
 
 @pytest.fixture(scope="session")
 def corr_crosscheck():
-    return hf2ppl.crosscheck(str(WORKSPACES / "2_bin_corr.json"), chains=2, draws=400, warmup=300, seed=0)
+    # the settings of the README and docs/concepts.md: one compiled sampler for all three
+    return hf2ppl.crosscheck(str(WORKSPACES / "2_bin_corr.json"), chains=2, draws=300, warmup=300, seed=0)
 
 
 def test_crosscheck_cls_side_is_pyhf(corr_crosscheck):

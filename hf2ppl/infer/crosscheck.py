@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,11 @@ def _check_cl(level: Any) -> float:
         raise ParameterError(f"level is the confidence level of crosscheck, in (0.5, 1) (0.95 for 95% CL), got {level!r}"
                              + ("; upper_limit's level is the CLs size 1 - CL (0.05)" if 0.0 < cl <= 0.5 else ""))
     return cl
+
+
+def _prior_text(prior: Any) -> str:
+    """``Uniform(low=0.0, high=10.0)`` also for a prior resolved on the bounds (``low=[0.0]``)."""
+    return re.sub(r"\[([^\[\],]+)\]", r"\1", repr(prior))
 
 
 def cl_label(cl: float) -> str:
@@ -276,6 +282,7 @@ def crosscheck(
     scan: Any = None,
     backend: str = "blackjax",
     progress: bool | None = False,
+    idata: Any = None,
     **load_kwargs: Any,
 ) -> CrossCheckResult:
     """The frequentist (CLs) and the Bayesian (credible) upper limit of the POI of one workspace, side by side.
@@ -289,6 +296,9 @@ def crosscheck(
         chains, draws, warmup, seed, backend, progress: of :func:`hf2ppl.sample` (NUTS).
         test_stat: ``"qtilde"`` (pyhf's default for limits) or ``"q"``.
         scan: μ values for the CLs curves of the figure (default: 61 points from 0 to 1.6 × the largest limit).
+        idata: posterior draws you already have (``hf2ppl.sample(model)`` of this ``model``, compiled with
+            ``constraints="prior"``): no new NUTS run; the POI's prior is then the model's own (stated in the result),
+            and ``poi_prior`` must be None.
         **load_kwargs: ``measurement``, ``patches``, ... when ``model`` is a workspace.
 
     Returns:
@@ -310,8 +320,15 @@ def crosscheck(
     if poi is None:
         raise ParameterError("crosscheck needs a model with a parameter of interest (poi_name)")
     lo_b, hi_b = (float(v) for v in np.asarray(freq.ir.bounds[freq.poi_index]))
-    default = poi_prior is None
-    if default:
+    if idata is not None:
+        if getattr(model, "constraints", None) != "prior" or poi_prior is not None:
+            raise ParameterError("crosscheck(idata=...) takes the constraints='prior' model the draws came from, and no poi_prior")
+        poi_prior = model.priors[poi]
+        iv = poi_prior.interval()
+        default = iv is not None and isinstance(poi_prior, P.Uniform) and np.allclose(np.ravel(iv[0]), max(0.0, lo_b)) and \
+            np.allclose(np.ravel(iv[1]), hi_b)
+    default = poi_prior is None if idata is None else default
+    if poi_prior is None:
         poi_prior = P.Uniform(max(0.0, lo_b), hi_b)
     if not isinstance(poi_prior, P.Prior):
         raise ParameterError(f"poi_prior must be an hf2ppl.priors prior (e.g. priors.Uniform(0, 10)), got {poi_prior!r}")
@@ -328,9 +345,14 @@ def crosscheck(
     band = np.stack([np.asarray(b, float) for b in band], axis=1)
 
     # ---- Bayesian: the same spec, constraint terms as priors, the stated prior on the POI
-    bayes = hf2ppl.compile(spec, constraints="prior", priors={poi: poi_prior})
-    idata = hf2ppl.sample(bayes, chains=chains, draws=draws, warmup=warmup, seed=seed, backend=backend,
-                          progress=progress, predictive=False, log_likelihood=False, prior=False)
+    if idata is None:
+        bayes = hf2ppl.compile(spec, constraints="prior", priors={poi: poi_prior})
+        idata = hf2ppl.sample(bayes, chains=chains, draws=draws, warmup=warmup, seed=seed, backend=backend,
+                              progress=progress, predictive=False, log_likelihood=False, prior=False)
+    else:
+        bayes = model
+        chains, draws = (int(idata.posterior.sizes[k]) for k in ("chain", "draw"))
+        warmup = int(idata.posterior.attrs.get("num_warmup", warmup))
     az = _quiet_arviz()
     rb = credible_upper_limit(bayes, idata, cl)
     x = np.asarray(idata.posterior[poi].values, float)
@@ -346,5 +368,5 @@ def crosscheck(
         cls_observed=float(obs), cls_expected=exp, scan_mu=scan, scan_cls_obs=np.asarray(cls_obs, float), scan_cls_exp=band,
         bayes_limit=rb["limit"], bayes_limit_mcse=rb["mcse"], bayes_quantile=q, bayes_quantile_mcse=q_mcse,
         posterior_mean=float(x.mean()), posterior_median=float(np.median(x)), posterior_sd=float(x.std()),
-        prior=repr(poi_prior), prior_is_default=default, grid_mu=rb["grid"], grid_density=rb["density"], grid_cdf=rb["cdf"],
+        prior=_prior_text(poi_prior), prior_is_default=default, grid_mu=rb["grid"], grid_density=rb["density"], grid_cdf=rb["cdf"],
         chains=chains, draws=draws, warmup=warmup, divergences=div, r_hat=r_hat, ess_bulk=ess, idata=idata, bayes_model=bayes)
