@@ -1,0 +1,22 @@
+"""examples/quickstart.ipynb runs clean, top to bottom, in a fresh kernel (nbclient)."""
+
+from __future__ import annotations
+
+import nbformat
+from conftest import ROOT, SHARED
+
+
+def test_quickstart_notebook_executes(tmp_path, monkeypatch):
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("HF2PPL_SHARED", str(SHARED))
+    nb = nbformat.read(ROOT / "examples" / "quickstart.ipynb", as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "examples")}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream" and o.name == "stdout")
+    for needle in ("95% CL upper limit on mu", "Bayesian (credible)", "prior on mu: Uniform(low=0.0, high=10.0)", "mu_SIG =", "CLs_obs"):
+        assert needle in text, needle
+    assert "Traceback" not in text and "FutureWarning" not in "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    images = [o for o in outputs if "data" in o and "image/png" in o.data]
+    assert len(images) >= 4  # PPC, pulls, post-fit, cross-check
