@@ -185,7 +185,7 @@ def _img(png: bytes, alt: str) -> str:
 
 
 def report(idata: Any, model: Any = None, path: str | Path = "report.html", *, max_trace: int = 12,
-           n_leading: int = 4, title: str | None = None) -> Path:
+           n_leading: int = 4, title: str | None = None, frequentist: bool = False) -> Path:
     """Write a diagnostics report of ``idata`` (from :func:`hf2ppl.sample` or the PyMC sampler).
 
     Args:
@@ -197,6 +197,9 @@ def report(idata: Any, model: Any = None, path: str | Path = "report.html", *, m
         max_trace: trace plots for at most this many parameter components (POI and leading first).
         n_leading: nuisance parameters in the corner plot (those most correlated with the POI).
         title: page title.
+        frequentist: add the frequentist section (needs ``model``): the maximum-likelihood fit of pyhf's likelihood,
+            pulls, ranking of impacts, post-fit yields, and — for a ``constraints="prior"`` model with a POI — the
+            cross-check of the CLs and the credible upper limits from these draws (:func:`hf2ppl.crosscheck`).
 
     Returns:
         The path of the HTML page.
@@ -275,6 +278,8 @@ def report(idata: Any, model: Any = None, path: str | Path = "report.html", *, m
             parts.append(src(fn, f"posterior predictive check {var}"))
     parts.append(f"<h2>Trace plots</h2><p class='meta'>{len(trace)} of {len(comps)} components (POI and leading first).</p>")
     parts.append(src("trace.png", "trace plots"))
+    if frequentist:
+        parts += _frequentist_section(model, idata, images, src)
     parts.append("</body></html>")
     page = "\n".join(parts)
     if folder:
@@ -286,3 +291,51 @@ def report(idata: Any, model: Any = None, path: str | Path = "report.html", *, m
         target = path
     target.write_text(page, encoding="utf-8")
     return target
+
+
+# ------------------------------------------------------------------ the frequentist section
+def _frequentist_section(model: Any, idata: Any, images: dict[str, bytes], src) -> list[str]:
+    """Fit, pulls, ranking, post-fit and the CLs/credible cross-check: HTML parts; PNGs added to ``images``."""
+    import hf2ppl
+    from hf2ppl import plot
+
+    from .errors import ParameterError
+
+    if model is None:
+        raise ParameterError("report(frequentist=True) needs the model")
+
+    def png(fig) -> bytes:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", bbox_inches="tight")
+        return buf.getvalue()
+
+    parts = ["<h2>Frequentist: maximum-likelihood fit (pyhf's likelihood)</h2>"]
+    fit = hf2ppl.fit(model)
+    unc = fit.uncertainties
+    parts.append(f"<p>-2 ln L = {fit.twice_nll:.6f}; converged: {fit.converged} ({html.escape(fit.message)}); "
+                 f"{fit.niter} iterations.</p>")
+    rows = ["<table><tr><th>parameter</th><th>best fit</th><th>± (Hessian)</th></tr>"]
+    for (n, v), fx in zip(fit.bestfit.items(), fit.fixed):
+        rows.append(f"<tr><td>{html.escape(n)}</td><td>{v:.6g}</td><td>{'fixed' if fx else f'{unc[n]:.4g}'}</td></tr>")
+    parts += rows + ["</table>"]
+    pulls = hf2ppl.pulls(model, fit_result=fit)
+    figs = []
+    if len(pulls.names):
+        images["pulls.png"] = png(plot.plot_pulls(pulls))
+        figs.append(("pulls.png", "Pulls of the constrained parameters"))
+    if getattr(model, "poi_name", None) is not None:
+        imp = hf2ppl.impacts(model, fit_result=fit)
+        if len(imp.names):
+            images["ranking.png"] = png(plot.plot_ranking(imp, pulls, top=20))
+            figs.append(("ranking.png", f"Ranking of the impacts on {model.poi_name}"))
+    images["postfit.png"] = png(plot.plot_postfit(model, fit))
+    figs.append(("postfit.png", "Post-fit yields"))
+    for fn, cap in figs:
+        parts += [f"<h3>{html.escape(cap)}</h3>", src(fn, cap)]
+    if getattr(model, "poi_name", None) is not None and getattr(model, "constraints", None) == "prior" and \
+            getattr(model, "target", None) == "numpyro":
+        r = hf2ppl.crosscheck(model, idata=idata)
+        images["crosscheck.png"] = png(r.plot())
+        parts += [f"<h2>Cross-check: CLs and credible upper limits on {html.escape(r.poi_name)}</h2>",
+                  f"<pre>{html.escape(r.table())}</pre>", src("crosscheck.png", "cross-check")]
+    return parts

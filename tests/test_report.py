@@ -81,6 +81,15 @@ def test_report_on_sampled_posterior(tmp_path):
     page = hf2ppl.report(idata, m, tmp_path / "corr.html").read_text()
     assert len(images(page)) == 3
     assert "correlated_bkg_uncertainty" in page and "mu" in page
+    assert "Frequentist" not in page
+    # the frequentist section: fit table, pulls, ranking, post-fit, and the cross-check from these draws
+    page = hf2ppl.report(idata, m, tmp_path / "both.html", frequentist=True).read_text()
+    assert len(images(page)) == 3 + 4
+    fit = hf2ppl.fit(m)
+    obs, exp = hf2ppl.upper_limit(m)
+    assert f"-2 ln L = {fit.twice_nll:.6f}" in page and f"{fit.bestfit['mu']:.6g}" in page
+    assert "Cross-check: CLs and credible upper limits on mu" in page and f"{float(obs):.4f}" in page
+    assert "prior on mu: Uniform(low=0.0, high=10.0)" in page
 
 
 def test_hf2ppl_report_stays_the_function_after_module_import(model, tmp_path):
