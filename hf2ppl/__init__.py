@@ -56,6 +56,9 @@ _LAZY = {
     "report": "hf2ppl.reporting",
     "set_cache_dir": "hf2ppl._jaxcache",
     "cache_dir": "hf2ppl._jaxcache",
+    "scan": "hf2ppl.scans",
+    "ScanResult": "hf2ppl.scans",
+    "plot_exclusion": "hf2ppl.plot",
     "crosscheck": "hf2ppl.infer.crosscheck",
     "CrossCheckResult": "hf2ppl.infer.crosscheck",
 }

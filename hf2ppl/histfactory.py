@@ -35,6 +35,7 @@ __all__ = [
     "FULL_VALUES",
     "Tensors",
     "tensors",
+    "unify",
     "expected_rates",
     "expected_main",
     "expected_auxdata",
@@ -90,33 +91,14 @@ class Tensors:
         k, s_, b = np.nonzero(ir.histosys_idx != P)  # neutral slots read alpha index P (= 0)
         cell = s_ * B + b
         o = np.lexsort((k, cell))
-        self.hs_par = ir.histosys_idx[k, s_, b][o].astype(np.int32)
-        self.hs_cell = cell[o].astype(np.int32)
-        self.hs_lo = ir.histosys_lo[k, s_, b][o].astype(f)
-        self.hs_hi = ir.histosys_hi[k, s_, b][o].astype(f)
-        nom_e = ir.nominal.reshape(-1)[self.hs_cell]
-        hs_mask = (self.hs_lo != nom_e) | (self.hs_hi != nom_e)
+        hs_par, hs_cell = ir.histosys_idx[k, s_, b][o].astype(np.int32), cell[o].astype(np.int32)
+        hs_lo, hs_hi = ir.histosys_lo[k, s_, b][o].astype(f), ir.histosys_hi[k, s_, b][o].astype(f)
         k, s_, c = np.nonzero(ir.normsys_idx != P)  # neutral slots: alpha index P, hi = lo = 1
         cell = s_ * C + c
         o = np.lexsort((k, cell))
-        ns_par = ir.normsys_idx[k, s_, c][o].astype(np.int32)
-        ns_cell = cell[o].astype(np.int32)
-        lo_e, hi_e = ir.normsys_lo[k, s_, c][o], ir.normsys_hi[k, s_, c][o]
-        ns_mask = (hi_e != 1.0) | (lo_e != 1.0)
-        if masks is not None:
-            hs_mask, ns_mask = (np.asarray(m_, bool) for m_ in masks)
-            if hs_mask.shape != self.hs_par.shape or ns_mask.shape != ns_par.shape:
-                raise ValueError("Tensors: masks do not match the model's modifier entries")
-        #: the masks in use (see the class docstring); OR them over models of one structure to share kernels
-        self.masks = (hs_mask, ns_mask)
-        a = np.flatnonzero(hs_mask)
-        self.hs_active = a
-        self.hs_par_a, self.hs_cell_a = self.hs_par[a], self.hs_cell[a]
-        self.hs_lo_a, self.hs_hi_a = self.hs_lo[a], self.hs_hi[a]
-        self.ns_par_all, self.ns_cell_all = ns_par, ns_cell
-        self.ns_par, self.ns_cell = ns_par[ns_mask], ns_cell[ns_mask]
-        pre = normsys_precompute(np, ir.normsys_code, lo_e[ns_mask], hi_e[ns_mask])
-        self.ns_pre = {k_: ([c_.astype(f) for c_ in v] if k_ == "coef" else v.astype(f)) for k_, v in pre.items()}
+        ns_par, ns_cell = ir.normsys_idx[k, s_, c][o].astype(np.int32), cell[o].astype(np.int32)
+        ns_lo, ns_hi = ir.normsys_lo[k, s_, c][o], ir.normsys_hi[k, s_, c][o]
+        self._set_entries(hs_par, hs_cell, hs_lo, hs_hi, ns_par, ns_cell, ns_lo, ns_hi, masks)
         self.normal_idx = _index(ir.normal_idx)
         self.normal_auxpos = _index(ir.normal_auxpos)
         self.normal_aux = ir.auxdata[ir.normal_auxpos].astype(f)
@@ -138,6 +120,28 @@ class Tensors:
         self.lgamma_observed = gammaln(ir.observed + 1.0).astype(f)
         self.lgamma_poisson_aux = gammaln(ir.auxdata[ir.poisson_auxpos] + 1.0).astype(f)
 
+    def _set_entries(self, hs_par, hs_cell, hs_lo, hs_hi, ns_par, ns_cell, ns_lo, ns_hi, masks=None) -> None:
+        """The sparse histosys/normsys entries (sorted by cell) and what the kernels read of them."""
+        f = self.dtype
+        self.hs_par, self.hs_cell, self.hs_lo, self.hs_hi = hs_par, hs_cell, hs_lo.astype(f), hs_hi.astype(f)
+        nom_e = self.nominal.reshape(-1)[hs_cell]
+        hs_mask = (self.hs_lo != nom_e) | (self.hs_hi != nom_e)
+        ns_mask = (ns_hi != 1.0) | (ns_lo != 1.0)
+        if masks is not None:
+            hs_mask, ns_mask = (np.asarray(m_, bool) for m_ in masks)
+            if hs_mask.shape != hs_par.shape or ns_mask.shape != ns_par.shape:
+                raise ValueError("Tensors: masks do not match the model's modifier entries")
+        #: the masks in use (see the class docstring)
+        self.masks = (hs_mask, ns_mask)
+        a = np.flatnonzero(hs_mask)
+        self.hs_active = a
+        self.hs_par_a, self.hs_cell_a = hs_par[a], hs_cell[a]
+        self.hs_lo_a, self.hs_hi_a = self.hs_lo[a], self.hs_hi[a]
+        self.ns_par_all, self.ns_cell_all, self.ns_lo_all, self.ns_hi_all = ns_par, ns_cell, ns_lo, ns_hi
+        self.ns_par, self.ns_cell = ns_par[ns_mask], ns_cell[ns_mask]
+        pre = normsys_precompute(np, self.normsys_code, ns_lo[ns_mask], ns_hi[ns_mask])
+        self.ns_pre = {k_: ([c_.astype(f) for c_ in v] if k_ == "coef" else v.astype(f)) for k_, v in pre.items()}
+
     @property
     def hs_entries_active(self):
         return self.hs_par_a, self.hs_cell_a, self.hs_lo_a, self.hs_hi_a
@@ -153,21 +157,17 @@ class Tensors:
         t.__dict__.update(values)
         return t
 
-    def structure_key(self, masked: bool = True) -> str:
+    def structure_key(self, entries: bool = True) -> str:
         """A digest of everything but the float values: models with equal keys compile to the same kernels.
-        ``masked=False``: of the structural entries only (not the masks); models with equal such keys share
-        kernels once built with the union of their masks."""
+        ``entries=False``: without the histosys/normsys entries; models with equal such keys (e.g. the signal
+        points of a patchset, whose signals carry different systematics) share kernels after :func:`unify`."""
         import hashlib
 
         h = hashlib.sha1()
-        if not masked:
-            h.update(b"pattern")
-            for a in (self.ns_par_all, self.ns_cell_all):
-                h.update(np.ascontiguousarray(a).tobytes() + b"|")
         h.update(repr((self.dtype.str, self.npars, self.n_samples, self.n_bins, self.n_channels, self.normsys_code, self.histosys_code,
                        self.n_normal, self.n_poisson, sorted(self.ns_pre))).encode())
-        masked_arrays = (self.hs_active, self.ns_par, self.ns_cell) if masked else ()
-        for a in (self.factor_idx, self.bin_channel, self.hs_par, self.hs_cell, *masked_arrays, self.aux_order,
+        entry_arrays = (self.hs_par, self.hs_cell, self.hs_active, self.ns_par, self.ns_cell) if entries else ()
+        for a in (self.factor_idx, self.bin_channel, *entry_arrays, self.aux_order,
                   self.normal_idx, self.normal_auxpos, self.poisson_idx, self.poisson_auxpos):
             if isinstance(a, slice):
                 h.update(repr(a).encode())
@@ -180,6 +180,43 @@ class Tensors:
 
 def tensors(ir, dtype="float64", masks=None) -> Tensors:
     return Tensors(ir, dtype, masks)
+
+
+def unify(Ts: list[Tensors], layout: tuple | None = None) -> tuple[list[Tensors], tuple]:
+    """Models of equal ``structure_key(entries=False)`` rewritten on one common set of histosys/normsys
+    entries: the union of theirs (and of ``layout``, a previous result), an entry a model lacks given neutral
+    values (histosys templates equal to its nominal, normsys hi = lo = 1: exactly no effect in every code).
+    An entry is evaluated for all when it can change a rate in any. Returns the rewritten models (one
+    ``structure_key``: one compiled kernel) and the layout, to pass to the next call (kernels are reused
+    while the union does not grow)."""
+    P1 = Ts[0].npars + 2
+    hs_codes = [T.hs_cell.astype(np.int64) * P1 + T.hs_par for T in Ts]
+    ns_codes = [T.ns_cell_all.astype(np.int64) * P1 + T.ns_par_all for T in Ts]
+    hs_on = [c[m] for c, m in zip(hs_codes, (T.masks[0] for T in Ts))]
+    ns_on = [c[m] for c, m in zip(ns_codes, (T.masks[1] for T in Ts))]
+    if layout is not None:
+        hs_codes.append(layout[0])
+        ns_codes.append(layout[2])
+        hs_on.append(layout[0][layout[1]])
+        ns_on.append(layout[2][layout[3]])
+    hs_u, ns_u = np.unique(np.concatenate(hs_codes)), np.unique(np.concatenate(ns_codes))
+    hs_m, ns_m = np.isin(hs_u, np.concatenate(hs_on)), np.isin(ns_u, np.concatenate(ns_on))
+    hs_par, hs_cell = (hs_u % P1).astype(np.int32), (hs_u // P1).astype(np.int32)
+    ns_par, ns_cell = (ns_u % P1).astype(np.int32), (ns_u // P1).astype(np.int32)
+    out = []
+    for T, hc, nc in zip(Ts, hs_codes, ns_codes):
+        t = object.__new__(Tensors)
+        t.__dict__.update(T.__dict__)
+        pos = np.searchsorted(hs_u, hc)
+        lo = T.nominal.reshape(-1)[hs_cell].astype(T.dtype)
+        hi = lo.copy()
+        lo[pos], hi[pos] = T.hs_lo, T.hs_hi
+        npos = np.searchsorted(ns_u, nc)
+        nlo, nhi = np.ones(ns_u.size), np.ones(ns_u.size)
+        nlo[npos], nhi[npos] = T.ns_lo_all, T.ns_hi_all
+        t._set_entries(hs_par, hs_cell, lo, hi, ns_par, ns_cell, nlo, nhi, (hs_m, ns_m))
+        out.append(t)
+    return out, (hs_u, hs_m, ns_u, ns_m)
 
 
 def expected_rates(xp, T: Tensors, theta, nominal=None):

@@ -151,7 +151,19 @@ def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9) -
         def body(s):
             x, f, g, H, lam, nu, e = s["x"], s["f"], s["g"], s["H"], s["lam"], s["nu"], s["edm"]
             m = _free_mask(x, g, lo, hi, fixed).astype(dtype)
-            p, ok = _masked_solve(H, g, m, lam)
+            # raise the damping until the damped matrix is positive definite *before* spending an evaluation of
+            # f, g, H on a trial point (factorisations are cheap; an indefinite Hessian far from the minimum
+            # otherwise costs one wasted evaluation per doubling of lambda)
+            def pd_cond(c):
+                return ~c[2] & (c[0] < 1e20)
+
+            def pd_body(c):
+                lam_c = jnp.minimum(c[0] * 10.0, 1e20)
+                p_c, ok_c = _masked_solve(H, g, m, lam_c)
+                return lam_c, p_c, ok_c
+
+            p0, ok0 = _masked_solve(H, g, m, lam)
+            lam, p, ok = lax.while_loop(pd_cond, pd_body, (lam, p0, ok0))
             # a lane of a vmapped batch that is already done evaluates at its own point (no wasted work on a wild
             # trial point, where products of extreme factors run into slow subnormal arithmetic)
             active = (s["status"] < 0) & (s["it"] < limit)
@@ -169,7 +181,7 @@ def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9) -
             roundoff = (jnp.abs(ared) <= noise) & (et < e)
             accept = active & finite & (descent | roundoff)
             # Nielsen's damping update
-            lam_acc = lam * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * jnp.clip(rho, 0.0, 1.0) - 1.0) ** 3)
+            lam_acc = lam * jnp.maximum(0.1, 1.0 - (2.0 * jnp.clip(rho, 0.0, 1.0) - 1.0) ** 3)
             lam2 = jnp.clip(jnp.where(accept, lam_acc, lam * nu), 1e-15, 1e20)
             nu2 = jnp.where(accept, 2.0, nu * 2.0)
             x2 = jnp.where(accept, xt, x)

@@ -247,11 +247,13 @@ class _Engine:
 
     _KEYS = ("x", "fun", "grad_norm", "niter", "converged", "edm", "status")
 
-    def solve_many(self, X0: np.ndarray, lo: np.ndarray, hi: np.ndarray, F: np.ndarray, D: np.ndarray, caps: Any = None, V: Any = None) -> dict:
+    def solve_many(self, X0: np.ndarray, lo: np.ndarray, hi: np.ndarray, F: np.ndarray, D: np.ndarray, caps: Any = None, V: Any = None,
+                   hessian: bool | None = None) -> dict:
         """Fit ``n`` problems (rows of X0, F, D; ``lo``/``hi`` shared (P,) or per problem (n, P)) in one vmapped
         call; returns numpy arrays with leading axis n (``hessian`` (n, P, P) for batches of at most 16 problems,
         else None). ``caps``: per-problem iteration caps. ``V``: per-problem values (a stacked pytree of
-        :meth:`~hf2ppl.histfactory.Tensors.values` of models of this structure); None: this model's."""
+        :meth:`~hf2ppl.histfactory.Tensors.values` of models of this structure); None: this model's.
+        ``hessian=False``: never return the Hessian (one compiled variant less; scans)."""
         X0 = np.atleast_2d(np.asarray(X0, float))
         n = X0.shape[0]
         LO = np.broadcast_to(np.asarray(lo, float), (n, self.P))
@@ -263,19 +265,22 @@ class _Engine:
         if n > k.max_batch:  # keep the memory of forward-mode derivatives bounded on big models
             mb = k.max_batch
             parts = [self.solve_many(X0[i:i + mb], LO[i:i + mb], HI[i:i + mb], F[i:i + mb], D[i:i + mb], C[i:i + mb],
-                                     None if V is None else _rows(V, np.arange(i, min(n, i + mb))))
+                                     None if V is None else _rows(V, np.arange(i, min(n, i + mb))), hessian=False)
                      for i in range(0, n, mb)]
             out = {key: np.concatenate([p[key] for p in parts]) for key in self._KEYS}
             out["hessian"] = None
             return out
-        size = self.bucket(n)
+        # batches of many models (scans) are padded to powers of 4: their sizes vary with how the patches of a
+        # chunk fall into structures, and every size is one more compilation
+        e = (max(n, 1) - 1).bit_length()
+        size = self.bucket(n) if V is None else max(n, min(k.max_batch, 1 << (e + (e & 1))))
         if size > n:
             pad = np.r_[np.arange(n), np.zeros(size - n, int)]
             X0, LO, HI, F, D = X0[pad], LO[pad], HI[pad], F[pad], D[pad]
             C = np.concatenate([C, np.zeros(size - n, np.int32)])  # padding rows do no iterations
             if V is not None:
                 V = _rows(V, pad)
-        with_h = size <= 16
+        with_h = size <= 16 if hessian is None else bool(hessian)
         vals = self.vals if V is None else _tree_jnp(V)
         r = k._batch[None if V is None else 0, with_h](*_jnp(X0, LO, HI, F), np.asarray(C), _jnp(D)[0], vals)
         out = {key: np.asarray(getattr(r, key))[:n] for key in self._KEYS}
@@ -298,7 +303,8 @@ class _Engine:
         k = self.default_starts() if k is None else int(k)
         return _starts(x0, lo, hi, fx, self.centre if centre is None else centre, self.width if width is None else width, k)
 
-    def solve_best(self, X0s: np.ndarray, lo: np.ndarray, hi: np.ndarray, F: np.ndarray, D: np.ndarray, V: Any = None) -> dict:
+    def solve_best(self, X0s: np.ndarray, lo: np.ndarray, hi: np.ndarray, F: np.ndarray, D: np.ndarray, V: Any = None,
+                   hessian: bool | None = None) -> dict:
         """Multi-start fits: problem ``i`` (fixed mask ``F[i]``, data ``D[i]``, bounds ``lo``/``hi`` shared or
         ``lo[i]``, values ``V`` row i or this model's) from each start ``X0s[i, j]``, all in one vmapped call;
         returns the best minimum per problem (see :meth:`best`)."""
@@ -308,9 +314,15 @@ class _Engine:
         D = np.broadcast_to(np.asarray(D, float), (n, self.B + self.A))
         LO = np.broadcast_to(np.asarray(lo, float), (n, self.P))
         HI = np.broadcast_to(np.asarray(hi, float), (n, self.P))
-        caps = np.tile(np.r_[MAXITER, np.full(k - 1, ALT_MAXITER)], n)  # extra starts: bounded cost
-        rep = np.repeat(np.arange(n), k)
-        r = self.solve_many(X0s.reshape(n * k, self.P), LO[rep], HI[rep], F[rep], D[rep], caps, None if V is None else _rows(V, rep))
+        # rows start-major (start j of every problem, then start j+1): the sub-batches of big calls then hold starts
+        # of one kind (warm starts converge in a few iterations, cold ones take more: a vmapped batch runs as long
+        # as its slowest lane); extra starts have a bounded cost
+        caps = np.repeat(np.r_[MAXITER, np.full(k - 1, ALT_MAXITER)], n)
+        rep = np.tile(np.arange(n), k)
+        X = X0s.transpose(1, 0, 2).reshape(n * k, self.P)
+        r = self.solve_many(X, LO[rep], HI[rep], F[rep], D[rep], caps, None if V is None else _rows(V, rep), hessian)
+        order = (np.arange(k)[None, :] * n + np.arange(n)[:, None]).reshape(-1)  # back to problem-major
+        r = {key: (None if v is None else v[order]) for key, v in r.items()}
         return self.best(r, n, k)
 
     def best(self, r: dict, groups: int, per: int) -> dict:

@@ -33,6 +33,9 @@ class Models:
     V: Any = None
     centre: np.ndarray | None = None
     width: np.ndarray | None = None
+    #: optional warm starts (e.g. the background-only fit of a scan): then the free fits start from ``XW`` and
+    #: from ``X0`` (two starts, not :meth:`_Engine.starts`' spread)
+    XW: np.ndarray | None = None
 
     @classmethod
     def one(cls, eng: _Engine, d: np.ndarray, opts: tuple) -> Models:
@@ -55,15 +58,19 @@ def prepare(eng: _Engine, d: np.ndarray, opts: tuple, test_stat: str, starts: in
 def prepare_many(eng: _Engine, M: Models, test_stat: str, starts: int | None = None) -> dict:
     """The μ-independent fits of each of ``M.G`` models: free fit to data, the Asimov data (fixed-POI fit at
     μ=0, or 1 for q0), and the free fit to the Asimov data. Both fits are multi-start, all models in one
-    vmapped call of ``2 G x starts`` problems."""
+    vmapped call of ``2 G x starts`` problems (with warm starts ``M.XW``: from ``XW`` and ``X0``)."""
     poi, G = eng.poi, M.G
-    S_free = np.stack([eng.starts(M.X0[g], M.LO[g], M.HI[g], M.FX[g], starts, M.centre[g], M.width[g]) for g in range(G)])
+    if M.XW is not None:
+        S_free = np.stack([M.XW, M.X0], axis=1)
+    else:
+        S_free = np.stack([eng.starts(M.X0[g], M.LO[g], M.HI[g], M.FX[g], starts, M.centre[g], M.width[g]) for g in range(G)])
     S_as = S_free.copy()
     S_as[:, :, poi] = 1.0 if test_stat == "q0" else 0.0
     fa = M.FX.astype(float)
     fa[:, poi] = 1.0
     g2 = np.r_[np.arange(G), np.arange(G)]
-    r1 = eng.solve_best(np.concatenate([S_free, S_as]), M.LO[g2], M.HI[g2], np.concatenate([M.FX.astype(float), fa]), M.D[g2], M.rows(g2))
+    r1 = eng.solve_best(np.concatenate([S_free, S_as]), M.LO[g2], M.HI[g2], np.concatenate([M.FX.astype(float), fa]), M.D[g2], M.rows(g2),
+                         hessian=None if M.V is None else False)
     xa = r1["x"][G:]
     asimov = eng.expected(xa, M.V)
     # the unconditional fit to the Asimov data is known exactly: every likelihood term (main Poisson, Normal
@@ -96,7 +103,7 @@ def at_mu_many(eng: _Engine, M: Models, gidx: np.ndarray, mus: np.ndarray, prep:
     F = M.FX[g2].astype(float)
     F[:, poi] = 1.0
     D = np.concatenate([M.D[gidx], prep["asimov"][gidx]])
-    r = eng.solve_best(X, M.LO[g2], M.HI[g2], F, D, M.rows(g2))
+    r = eng.solve_best(X, M.LO[g2], M.HI[g2], F, D, M.rows(g2), hessian=None if M.V is None else False)
     q = tstat_np(mus, r["fun"][:n], prep["free_fun"][gidx], prep["free_x"][gidx, poi], test_stat)
     qA = tstat_np(mus, r["fun"][n:], prep["freeA_fun"][gidx], prep["freeA_x"][gidx, poi], test_stat)
     sq, sqA = np.sqrt(q), np.sqrt(qA)

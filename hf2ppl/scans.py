@@ -1,4 +1,6 @@
-"""Patchset scans: CLs (and optionally upper limits) for every signal point of a pyhf PatchSet.
+"""Patchset scans (:func:`hf2ppl.scan`): CLs, optionally upper limits, for every signal point of a PatchSet.
+
+(The module is ``scans`` so that ``hf2ppl.scan`` stays the function.)
 
 Published likelihoods come as a background-only workspace plus a PatchSet of signal hypotheses. A scan
 applies every selected patch, groups the patched models by *structure* (same parameters, bin layout and
@@ -270,26 +272,31 @@ def _run_chunk(ctx: dict, entries: list[tuple[str, dict, list]]) -> list[dict]:
         except Exception as exc:  # noqa: BLE001 - one bad patch must not end the scan
             rows[name] = _error_row(name, values, f"{type(exc).__name__}: {exc}", limits)
             continue
-        key = (T.structure_key(masked=False), ir.poi_index)
+        key = (T.structure_key(entries=False), ir.poi_index)
         groups.setdefault(key, []).append((name, values, spec, ir, T, time.perf_counter() - t0))
-    for items in groups.values():
-        for part in _run_group_safely(ctx, items):
+    for key, items in groups.items():
+        for part in _run_group_safely(ctx, key, items):
             rows[part["name"]] = part
     return [rows[name] for name, _, _ in entries]
 
 
-def _run_group_safely(ctx: dict, items: list) -> list[dict]:
+def _run_group_safely(ctx: dict, key: Any, items: list) -> list[dict]:
     try:
-        return _run_group(ctx, items)
+        return _run_group(ctx, key, items)
     except Exception as exc:  # noqa: BLE001 - isolate the patch responsible
         if len(items) == 1:
             name, values = items[0][:2]
             msg = str(exc) if isinstance(exc, HF2PPLError) else f"{type(exc).__name__}: {exc}"
             return [_error_row(name, values, msg, bool(ctx["limits"]))]
-        return [r for it in items for r in _run_group_safely(ctx, [it])]
+        return [r for it in items for r in _run_group_safely(ctx, key, [it])]
 
 
-def _run_group(ctx: dict, items: list) -> list[dict]:
+#: per structure (without the histosys/normsys entries), the union of the entries seen so far in this process
+#: (:func:`~hf2ppl.histfactory.unify`): later chunks reuse the compiled kernels while the union does not grow
+_LAYOUTS: dict[Any, tuple] = {}
+
+
+def _run_group(ctx: dict, key: Any, items: list) -> list[dict]:
     """One batched hypotest (and limit search) over patches of one structure."""
     import jax
 
@@ -301,11 +308,10 @@ def _run_group(ctx: dict, items: list) -> list[dict]:
 
     t0 = time.perf_counter()
     dtype, test_stat, limits = ctx["dtype"], ctx["test_stat"], bool(ctx["limits"])
-    masks = tuple(np.logical_or.reduce([it[4].masks[i] for it in items]) for i in (0, 1))
-    Ts = [hf.tensors(it[3], dtype, masks) for it in items]
+    Ts, _LAYOUTS[key] = hf.unify([it[4] for it in items], _LAYOUTS.get(key))
     name0, _, spec0, ir0 = items[0][:4]
     rep = NumPyroModel(spec0, ir0, constraints="aux", dtype=dtype)
-    rep._T = Ts[0]  # the union of the masks: every model of the group reads the same entries
+    rep._T = Ts[0]  # on the group's common entries
     eng = _Engine(rep)
     G = len(items)
     irs = [it[3] for it in items]
@@ -315,7 +321,15 @@ def _run_group(ctx: dict, items: list) -> list[dict]:
     B = np.stack([ir.bounds for ir in irs])
     FX = np.stack([ir.fixed for ir in irs])
     cw = [_prefit_widths(ir, ir.init) for ir in irs]
-    M = Models(D, X0, B[:, :, 0].copy(), B[:, :, 1].copy(), FX, V, np.stack([c for c, _ in cw]), np.stack([w for _, w in cw]))
+    LO, HI = B[:, :, 0].copy(), B[:, :, 1].copy()
+    XW = None
+    if ctx.get("warm"):  # start the free fits also from the background-only fit (shared parameter names)
+        warm = ctx["warm"]
+        XW = X0.copy()
+        for j, name in enumerate(rep.par_names):
+            if name in warm and j != ir0.poi_index:
+                XW[:, j] = np.where(FX[:, j], X0[:, j], np.clip(warm[name], LO[:, j], HI[:, j]))
+    M = Models(D, X0, LO, HI, FX, V, np.stack([c for c, _ in cw]), np.stack([w for _, w in cw]), XW)
     poi = eng.poi
     prep = prepare_many(eng, M, test_stat)
     mus = np.full(G, 0.0 if test_stat == "q0" else float(ctx["poi_value"]))
@@ -557,6 +571,10 @@ def scan(
     from .infer.frequentist.intervals import _check_level
     from .workspace import _read_json, load, load_patchset
 
+    if not (scheduler is None or scheduler == "processes" or (isinstance(scheduler, str) and "://" in scheduler)
+            or type(scheduler).__name__ == "Client"):
+        raise ParameterError(f"scheduler must be None (in-process), 'processes' (a local Dask cluster), a scheduler address "
+                             f"'tcp://host:port' or a dask.distributed.Client; got {scheduler!r}")
     _check_test_stat(test_stat, ("qtilde", "q", "q0"))
     if limits and test_stat not in ("qtilde", "q"):
         raise ParameterError(f"limits=True needs test_stat 'qtilde' or 'q', got {test_stat!r}")
@@ -593,7 +611,8 @@ def scan(
     todo = [(p["metadata"]["name"], dict(zip(labels, p["metadata"]["values"])), p["patch"]) for p in selected
             if p["metadata"]["name"] not in done]
     ctx = {"bkg": bkg_doc, "measurement": measurement, "modifier_settings": modifier_settings, "poi_value": poi_value,
-           "test_stat": test_stat, "limits": bool(limits), "level": level, "dtype": dtype}
+           "test_stat": test_stat, "limits": bool(limits), "level": level, "dtype": dtype,
+           "warm": _background_fit(bkg_doc, measurement, modifier_settings, dtype) if todo else None}
     size = chunk_size or _default_chunk()
     chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
     bar = _progress(progress, len(selected), len(selected) - len(todo))
@@ -620,6 +639,25 @@ def scan(
     res = ScanResult(rows, labels, _clean(options))
     _warn_summary(res)
     return res
+
+
+def _background_fit(bkg_doc: dict, measurement: Any, modifier_settings: Any, dtype: str) -> dict | None:
+    """The background-only maximum-likelihood fit (multi-start), by flat parameter name: every patch's free
+    fits start from it and from the suggested init. None when it cannot be fitted (no free parameters...)."""
+    import hf2ppl
+
+    from .infer.frequentist._engine import FitWarning
+
+    try:
+        m = hf2ppl.compile(bkg_doc, constraints="aux", poi_name=None, measurement=measurement, modifier_settings=modifier_settings, dtype=dtype)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FitWarning)
+            r = hf2ppl.fit(m)
+    except HF2PPLError:
+        return None
+    if not np.all(np.isfinite(r.x)):
+        return None
+    return {n: float(v) for n, v in zip(m.par_names, r.x)}
 
 
 def _run_dask(scheduler: Any, workers: int | None, ctx: dict, chunks: list, finished: Callable) -> None:
