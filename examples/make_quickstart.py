@@ -22,7 +22,8 @@ signal point of its HEPData patchset):
 1. compile the workspace → sample the posterior with NUTS → ArviZ summary and posterior predictive check;
 2. maximum-likelihood fit (pyhf's likelihood) → pulls;
 3. CLs and the cross-check: the CLs upper limit next to the Bayesian credible limit, and their figure."""),
-    ("code", """import os
+    ("code", """import json
+import os
 import warnings
 from pathlib import Path
 
@@ -76,7 +77,7 @@ print(staus)
 sfit = hf2ppl.fit(staus)
 print(f"mu_SIG = {sfit.bestfit['mu_SIG']:.3f} ± {sfit.uncertainties['mu_SIG']:.3f}, -2lnL = {sfit.twice_nll:.3f}, converged: {sfit.converged}")
 cls_obs, band = hf2ppl.hypotest(staus, 1.0, return_expected_set=True)
-print({"CLs_obs": float(cls_obs), "CLs_exp": [round(float(b), 5) for b in band]})"""),
+print(json.dumps({"CLs_obs": float(cls_obs), "CLs_exp": [float(b) for b in band]}))  # what `hf2ppl cls` / `pyhf cls` print"""),
 ]
 
 nb = nbf.v4.new_notebook()

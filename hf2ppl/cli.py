@@ -9,6 +9,8 @@
     hf2ppl crosscheck WORKSPACE         CLs and credible upper limits side by side; --prior, --plot
     hf2ppl sample WORKSPACE             NUTS posterior (constraints as priors), summary; --prior, NetCDF, HTML report
     hf2ppl patchset extract|apply|inspect|verify   as ``pyhf patchset ...``
+    hf2ppl scan BKGONLY PATCHSET        CLs (--limits: upper limits) for every patch; --output FILE (resumable),
+                                        --scheduler processes|tcp://..., --plot exclusion figure
 
 Every WORKSPACE (and PATCHSET) may be ``-`` for standard input. Result subcommands take ``--json`` (and
 ``--output-file``). Bad input gives one line on stderr and exit status 2 (``HF2PPL_DEBUG=1`` shows the traceback).
@@ -194,8 +196,19 @@ def _inspect_data(m) -> dict:
 
 
 def cmd_inspect(args) -> None:
-    m = _compile(args)
+    from .errors import HF2PPLError
+
+    note = None
+    try:
+        m = _compile(args)
+    except HF2PPLError as exc:  # a background-only workspace whose POI only the signal patches define
+        if not str(getattr(exc, "path", "") or "").endswith("/config/poi"):
+            raise
+        m = _compile(args, poi_name=None)
+        note = f"note: the measurement's POI is not in this workspace (background-only?): {' '.join(str(exc).split())[:160]}"
     d = _inspect_data(m)
+    if note:
+        d["note"] = note
     if getattr(args, "json", False):
         return _emit(args, d)
     names = [c for c, _ in d["channels"]] + d["samples"] + [p[0] for p in d["parameters"]] + [ms["name"] for ms in d["measurements"]]
@@ -219,6 +232,7 @@ def cmd_inspect(args) -> None:
                      "yes" if all(p.fixed) else ("partly" if any(p.fixed) else "no"),
                      np.round(np.asarray(p.inits), 4).tolist() if p.size <= 3 else f"{p.inits[0]:g}, ...",
                      f"[{b[:, 0].min():g}, {b[:, 1].max():g}]"])
+    lines += ([""] + [note] if note else [])
     lines += ["", f"measurement used: {m.spec.measurement['name']}   POI: {m.poi_name}   interpolation: normsys {m.ir.normsys_code}, "
               f"histosys {m.ir.histosys_code}", "",
               _print_table(["parameter", "modifier", "size", "constraint", "fixed", "init", "bounds"], rows)]
@@ -513,6 +527,36 @@ def cmd_patchset_inspect(args) -> None:
         print(p["metadata"]["name"])
 
 
+# ---------------------------------------------------------------------------------------------------- scan
+def cmd_scan(args) -> None:
+    import hf2ppl
+
+    res = hf2ppl.scan(_source(args.background_only, "background-only workspace"), _source(args.patchset, "patchset"),
+                      patches=args.patch or None, poi_value=args.test_poi, test_stat=args.test_stat, limits=args.limits,
+                      level=args.level, scheduler=args.scheduler, workers=args.workers, output=args.output,
+                      chunk_size=args.chunk_size, verify=not args.no_verify, measurement=args.measurement,
+                      progress=None if not args.json else False)
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        labels = res.labels
+        hf2ppl.plot_exclusion(res, x=args.x or (labels[0] if labels else None), y=args.y or (labels[1] if len(labels) > 1 else None)
+                              ).savefig(args.plot, dpi=130, bbox_inches="tight")
+    rows = [[r["name"], *[f"{r['values'][lab]:g}" for lab in res.labels],
+             "-" if r["cls_obs"] is None else f"{r['cls_obs']:.4g}", "-" if r["cls_exp"] is None else f"{r['cls_exp'][2]:.4g}",
+             *([("-" if r.get("ul_obs") is None else f"{r['ul_obs']:.4g}"), ("-" if r.get("ul_exp") is None else f"{r['ul_exp'][2]:.4g}")]
+               if args.limits else []),
+             "failed: " + r["error"][:80] if r["error"] else ("; ".join(r["warnings"])[:80] if r["warnings"] else "ok")] for r in res]
+    header = ["patch", *res.labels, "CLs obs", "CLs exp", *(["UL obs", "UL exp"] if args.limits else []), "status"]
+    text = _print_table(header, rows) + f"\n{len(res)} patches, {len(res.failed)} failed, {len(res.flagged)} flagged"
+    if args.output:
+        text += f"; rows in {args.output}"
+    if args.plot:
+        text += f"; exclusion figure {args.plot}"
+    _emit(args, {"labels": res.labels, "options": res.options, "rows": res.rows}, text)
+
+
 # ---------------------------------------------------------------------------------------------------- parser
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2 (argparse prints the usage too)
@@ -630,6 +674,26 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("patchset", nargs="?", default="-")
     q.add_argument("--json", action="store_true")
     q.set_defaults(fn=cmd_patchset_inspect)
+
+    p = sub.add_parser("scan", help="CLs (and limits) for every patch of a patchset: batched, resumable, on Dask")
+    p.add_argument("background_only", help="background-only workspace JSON (or -)")
+    p.add_argument("patchset", help="pyhf PatchSet JSON (or -)")
+    p.add_argument("--patch", action="append", help="only this patch (by name; repeatable)")
+    p.add_argument("--measurement", help="measurement name (default: the first)")
+    p.add_argument("--test-poi", type=float, default=1.0, help="POI value of the CLs test (default 1)")
+    p.add_argument("--test-stat", choices=("qtilde", "q"), default="qtilde")
+    p.add_argument("--limits", action="store_true", help="also observed and expected upper limits")
+    p.add_argument("--level", type=float, default=0.05, help="CLs size α of the limits (0.05: 95%% CL)")
+    p.add_argument("--scheduler", help="'processes' (a local Dask cluster) or a Dask scheduler address tcp://host:port")
+    p.add_argument("--workers", type=int, help="worker processes of --scheduler processes (default: one per core)")
+    p.add_argument("--output", help="JSON-lines file, appended chunk by chunk; a rerun resumes where it stopped")
+    p.add_argument("--chunk-size", type=int, help="patches per batch (default 32 on CPU, 512 on GPU)")
+    p.add_argument("--no-verify", action="store_true", help="skip the check of the patchset's digest")
+    p.add_argument("--plot", help="write the exclusion figure (observed, expected ±1σ) to this file")
+    p.add_argument("-x", help="metadata label on the figure's x axis (default: the first)")
+    p.add_argument("-y", help="metadata label on the figure's y axis (default: the second)")
+    output(p)
+    p.set_defaults(fn=cmd_scan)
     return ap
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CASE_IDS, CASES, PATCHSET, PATCHSET_BKG, ROOT, WORKSPACES
+from conftest import CASE_IDS, CASES, PATCHSET, PATCHSET_BKG, WORKSPACES
 
 from hf2ppl.cli import main
 
@@ -171,16 +171,14 @@ def test_console_script_stdin_version_real_and_bad_input(tmp_path):
     name = json.loads(PATCHSET.read_text())["patches"][0]["metadata"]["name"]
     r = run("patchset", "apply", "-", str(PATCHSET), "--name", name, stdin=PATCHSET_BKG.read_text())
     assert r.returncode == 0 and json.loads(r.stdout)["channels"]
-    # real/: inspect lists every measurement; cls on a staus signal point equals the stored pyhf reference
-    ewk = REAL / "ewk2L_SUSY-2018-16_BkgOnly.json"
-    r = run("inspect", str(ewk), "--json")
-    assert r.returncode == 0, r.stderr
-    assert [m["name"] for m in json.loads(r.stdout)["measurements"]] == [m["name"] for m in json.loads(ewk.read_text())["measurements"]]
-    ref = json.loads((ROOT / "tests" / "reference" / "pyhf_reference.json").read_text())["cases"]["staus-DS_100_1_Staus"]["hypotest"]["numpy_scipy"]
-    r = run("cls", str(STAUS_BKG), "-p", f"{STAUS_PS}#DS_100_1_Staus")
-    assert r.returncode == 0, r.stderr
-    got = json.loads(r.stdout)
-    assert got["CLs_obs"] == pytest.approx(ref["cls_obs"], abs=1e-5) and got["CLs_exp"] == pytest.approx(ref["cls_exp"], abs=1e-5)
+    # real/: inspect lists every measurement of the ATLAS workspaces (the staus point's CLs against the stored pyhf
+    # reference: tests/test_notebook.py, where the notebook computes it)
+    for ws in (REAL / "ewk2L_SUSY-2018-16_BkgOnly.json", STAUS_BKG):
+        r = run("inspect", str(ws), "--json")
+        assert r.returncode == 0, r.stderr
+        assert [m["name"] for m in json.loads(r.stdout)["measurements"]] == [m["name"] for m in json.loads(ws.read_text())["measurements"]]
+    r = run("patchset", "inspect", str(STAUS_PS))
+    assert r.returncode == 0 and "DS_100_1_Staus" in r.stdout and f"{len(json.loads(STAUS_PS.read_text())['patches'])} patches found" in r.stdout
 
     bad_input_cases(tmp_path, check_script=True)
 

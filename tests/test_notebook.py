@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import nbformat
+import pytest
 from conftest import ROOT, SHARED
 
 
@@ -20,3 +23,8 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
     assert "Traceback" not in text and "FutureWarning" not in "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     images = [o for o in outputs if "data" in o and "image/png" in o.data]
     assert len(images) >= 4  # PPC, pulls, post-fit, cross-check
+    # the staus point's CLs equal the stored pyhf reference (pyhf 0.7.6, numpy + scipy)
+    ref = json.loads((ROOT / "tests" / "reference" / "pyhf_reference.json").read_text())["cases"]["staus-DS_100_1_Staus"]["hypotest"]
+    ref = ref["numpy_scipy"]
+    got = json.loads(next(line for line in text.splitlines() if line.startswith('{"CLs_obs"')))
+    assert got["CLs_obs"] == pytest.approx(ref["cls_obs"], abs=1e-5) and got["CLs_exp"] == pytest.approx(ref["cls_exp"], abs=1e-5)
