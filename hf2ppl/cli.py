@@ -439,7 +439,7 @@ def cmd_run(args) -> None:
         r.plot().savefig(plot_path, bbox_inches="tight")
         print(f"\nwrote {plot_path}")
     if args.report:
-        print(f"wrote report {hf2ppl.report(r.idata, r.bayes_model, args.report)}")
+        print(f"wrote report {hf2ppl.report(r.idata, r.bayes_model, args.report, frequentist=True)}")
 
 
 # ---------------------------------------------------------------------------------------------------- patchset
@@ -600,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     limits(p)
     p.add_argument("--mu", type=float, default=1.0, help="POI value for the CLs printout (with --no-sample)")
     p.add_argument("--plot", default="crosscheck.png", help="the cross-check figure (default crosscheck.png; '' for none)")
-    p.add_argument("--report", help="write an HTML diagnostics report of the posterior")
+    p.add_argument("--report", help="write an HTML report: the posterior's diagnostics and the frequentist section")
     p.add_argument("--no-sample", action="store_true", help="frequentist part only")
     p.set_defaults(fn=cmd_run)
 

@@ -26,9 +26,10 @@ REAL = WORKSPACES / "real"
 STAUS_BKG, STAUS_PS = REAL / "staus_SUSY-2018-04_BkgOnly.json", REAL / "staus_SUSY-2018-04_patchset.json"
 
 
-def run(*args: str, stdin: str | None = None, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def run(*args: str, stdin: str | None = None, cwd: Path | None = None, timeout: int = 600, **env_extra: str) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.pop("HF2PPL_DEBUG", None)
+    env.update(env_extra)
     return subprocess.run([EXE, *args], input=stdin, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
 
 
@@ -231,7 +232,8 @@ def test_bad_input_one_line_no_traceback(tmp_path, capsys, monkeypatch):
 @pytest.mark.slow
 def test_run_main_job_end_to_end(tmp_path):
     """The README's main job: fit, CLs and credible limits side by side (prior stated), the figure written, no ArviZ noise."""
-    r = run("run", "--draws", "300", "--warmup", "300", "--chains", "2", cwd=tmp_path)
+    # a fresh cache folder: ArviZ's once-a-day FutureWarning would be due (its stamp lives in $XDG_CACHE_HOME/arviz)
+    r = run("run", "--draws", "300", "--warmup", "300", "--chains", "2", cwd=tmp_path, XDG_CACHE_HOME=str(tmp_path / "cache"))
     assert r.returncode == 0, r.stderr[-2000:]
     out = r.stdout
     for needle in ("mu (POI)", "Maximum-likelihood fit", "r_hat", "divergences", "95% CL upper limit on mu", "frequentist (CLs)",
