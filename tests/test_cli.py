@@ -135,12 +135,6 @@ def test_inspect_fit_limit_json_and_plots(shared_dir, capsys, tmp_path):
     out = capsys.readouterr().out
     assert "90% CL upper limit on mu (CLs = 0.1)" in out and "95%" not in out
     assert (tmp_path / "brazil.png").stat().st_size > 10_000
-    assert main(["limit", ws, "--level", "0.1", "--json"]) == 0
-    d = json.loads(capsys.readouterr().out)
-    import hf2ppl
-
-    obs, exp = hf2ppl.upper_limit(hf2ppl.compile(ws, constraints="aux"), level=0.1)
-    assert d["observed"] == pytest.approx(float(obs)) and d["expected"] == pytest.approx([float(v) for v in exp]) and d["cl"] == 0.9
 
 
 def test_patchset_subcommands_match_pyhf(tmp_path, capsys):
@@ -227,6 +221,32 @@ def test_bad_input_one_line_no_traceback(tmp_path, capsys, monkeypatch):
         assert rc != 0, what
         assert "\n" not in err and "Traceback" not in err and err.startswith("hf2ppl"), (what, err)
         assert needle in err, (what, err)
+
+
+def test_console_script_result_subcommands_json(tmp_path):
+    """fit, limit and sample through the installed script (started together), --json checked (crosscheck's code
+    path runs in the main job's test)."""
+    import hf2ppl
+
+    corr = str(WORKSPACES / "2_bin_corr.json")
+    cmds = {"fit": ["fit", corr, "--json"], "limit": ["limit", corr, "--json", "--level", "0.1"],
+            "sample": ["sample", "-", "--json", "--prior", "Uniform(0, 5)", "--chains", "2", "--draws", "200", "--warmup", "200"]}
+    env = {k: v for k, v in os.environ.items() if k != "HF2PPL_DEBUG"}
+    procs = {k: subprocess.Popen([EXE, *a], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for k, a in cmds.items()}
+    out = {}
+    for k, p in procs.items():
+        so, se = p.communicate(Path(corr).read_text() if k == "sample" else "", timeout=600)
+        assert p.returncode == 0, (k, se[-2000:])
+        out[k] = json.loads(so)
+    m = hf2ppl.compile(corr, constraints="aux")
+    fit = hf2ppl.fit(m)
+    assert out["fit"]["bestfit"] == pytest.approx(fit.bestfit, abs=1e-6) and out["fit"]["converged"]
+    obs, exp = hf2ppl.upper_limit(m, level=0.1)
+    assert out["limit"]["observed"] == pytest.approx(float(obs)) and out["limit"]["cl"] == pytest.approx(0.9)
+    assert out["limit"]["expected"] == pytest.approx([float(v) for v in exp])
+    assert out["sample"]["priors"] == {"mu": "Uniform(low=0.0, high=5.0)"} and set(out["sample"]["summary"]) == set(m.par_names)
+    assert out["sample"]["summary"]["mu"]["hdi_97%"] < 5.0
 
 
 @pytest.mark.slow
