@@ -349,7 +349,12 @@ def _run_group(ctx: dict, key: Any, items: list) -> list[dict]:
             diag += [(extra["diag"], j) for j in np.flatnonzero(extra["gidx"] == g)]
         conv, edm, mm, minima, status = _check_stats(diag)
         row = {"name": name, "values": values, "cls_obs": float(r["cls"][g]), "cls_exp": [float(v) for v in r["cls_exp"][g]],
-               "mu_hat": float(prep["free_x"][g, poi]), "converged": conv, "edm": edm, "multimodal": mm, "warnings": [],
+               "mu_hat": float(prep["free_x"][g, poi]),
+               # 2·NLL of the fits behind the CLs (pyhf's names): free and fixed-POI fits to data, the Asimov-generating fit
+               # (POI at 0, or 1 for q0), the fixed-POI fit to Asimov data
+               "twice_nll": {"free_data": 2.0 * float(prep["free_fun"][g]), "fixed_data": 2.0 * float(r["fits"]["fun"][g]),
+                             "asimov_pars": 2.0 * float(prep["fits"]["fun"][G + g]), "fixed_asimov": 2.0 * float(r["fits"]["fun"][G + g])},
+               "converged": conv, "edm": edm, "multimodal": mm, "warnings": [],
                "time": wall + it[5], "error": None}
         if not conv:
             row["warnings"].append(f"a fit did not converge ({status}; EDM {edm:.3g}); results may be imprecise")
@@ -540,7 +545,11 @@ def scan(
 
     Each patch gives the same numbers as ``hf2ppl.hypotest(compile(bkgonly, patches=[patch],
     constraints="aux"), poi_value, return_expected_set=True, test_stat=test_stat)`` (asymptotics, pyhf's
-    conventions) and ``hf2ppl.upper_limit(..., level=level)``; patches of one model structure are fitted
+    conventions) and ``hf2ppl.upper_limit(..., level=level)``, except where a likelihood is multimodal: a
+    scan first fits the background-only workspace (multi-start) and starts every patch's fits from that
+    minimum as well as from the suggested init, which can reach deeper minima than per-patch starts (the row
+    is then flagged ``multimodal``; on the real staus grid the μ=0 fit of every point is 0.11 deeper in 2·NLL
+    than pyhf's and ``hypotest``'s, and CLs moves accordingly). Patches of one model structure are fitted
     together in one vmapped call (chunks of ``chunk_size``: 32 on CPU, 512 on GPU).
 
     Args:
@@ -559,7 +568,9 @@ def scan(
 
     Returns:
         :class:`ScanResult`: one row per patch with ``name``, ``values`` (metadata by label), ``cls_obs``,
-        ``cls_exp`` (pyhf's 5-value band), ``mu_hat``, with ``limits`` also ``ul_obs`` and ``ul_exp`` (5),
+        ``cls_exp`` (pyhf's 5-value band), ``mu_hat``, ``twice_nll`` (2·NLL of the free and fixed-POI fits to
+        data, of the Asimov-generating fit and of the fixed-POI fit to Asimov data, with pyhf's names), with
+        ``limits`` also ``ul_obs`` and ``ul_exp`` (5),
         the fit status (``converged``: every fit met the EDM criterion; ``edm``: the largest; ``multimodal``),
         ``warnings`` (why a row may be imprecise), ``time`` (seconds per patch) and ``error`` (a one-line
         reason when the patch could not be evaluated; the scan goes on).

@@ -107,7 +107,7 @@ def plot_exclusion(result: Any, x: str | None = None, y: str | None = None, *, l
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     cl = 100.0 * (1.0 - lvl)
-    ax.legend(handles=handles, loc="upper left", frameon=False, fontsize=9,
+    ax.legend(handles=handles, loc="upper right", frameon=True, framealpha=0.9, edgecolor="none", fontsize=9,
               title=f"CLs exclusion at {cl:g}% CL" + (f" ({result.options.get('test_stat')})" if result.options.get("test_stat") else ""),
               title_fontsize=9)
     if title:
