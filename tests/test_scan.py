@@ -276,6 +276,8 @@ def test_exclusion_plot_from_a_real_scan(tmp_path, grid_scan):
         hf2ppl.plot_exclusion(grid_scan, x="m1", y="mass")
     with pytest.raises(ParameterError, match="two metadata labels"):
         hf2ppl.plot_exclusion(hf2ppl.ScanResult(grid_scan.rows, ["m1"]))
+    with pytest.raises(ParameterError, match="do not span"):
+        hf2ppl.plot_exclusion(hf2ppl.ScanResult(grid_scan.rows[:10], ["m1", "m2"]))  # one value of m1
 
 
 def test_scan_argument_errors(grid):
@@ -308,7 +310,7 @@ def test_docs_scan_page_runs_as_written(tmp_path, monkeypatch, grid):
     import re
 
     bkg, ps = grid
-    small = dict(ps, patches=ps["patches"][40:46])
+    small = dict(ps, patches=ps["patches"][40:43] + ps["patches"][50:53])  # two values of m1, three of m2
     (tmp_path / "BkgOnly.json").write_text(json.dumps(bkg))
     (tmp_path / "patchset.json").write_text(json.dumps(small))
     monkeypatch.chdir(tmp_path)

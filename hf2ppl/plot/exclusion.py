@@ -76,7 +76,11 @@ def plot_exclusion(result: Any, x: str | None = None, y: str | None = None, *, l
     # scale the axes to a unit square for the triangulation (masses of different ranges)
     sx = np.ptp(px) or 1.0
     sy = np.ptp(py) or 1.0
-    tri = mtri.Triangulation(px / sx, py / sy)
+    try:
+        tri = mtri.Triangulation(px / sx, py / sy)
+    except (RuntimeError, ValueError) as exc:
+        raise ParameterError(f"plot_exclusion: the points do not span the ({x}, {y}) plane (all on one line?), so no contour "
+                             f"can be interpolated: {exc}") from None
     tri_plot = mtri.Triangulation(px, py, tri.triangles)
     # ±1σ band: where the expected CLs at -1σ (index 1) and +1σ (index 3) straddle the level
     band = np.minimum(exp[:, 1] - zc, zc - exp[:, 3])
