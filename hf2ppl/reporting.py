@@ -1,9 +1,11 @@
 """Diagnostics report of a posterior: one self-contained HTML page (or a folder of PNGs + summary).
 
-Contents: the ``az.summary`` table (R-hat, bulk/tail ESS, MCSE), the number of divergent
-transitions with a warning when there are any, trace plots, a corner plot of the parameter of
-interest and the leading nuisance parameters, and a posterior predictive check per channel
-(observed counts against the posterior predictive median with 68% and 95% bands).
+Contents: a diagnostics section (the number of divergent transitions, R-hat/ESS, the table of
+:mod:`hf2ppl.infer.diagnostics` warnings — or "none" — the posterior/prior width ratio of every
+parameter, the non-identified products and a prior-vs-posterior overlay of the prior-dominated
+parameters), the ``az.summary`` table (R-hat, bulk/tail ESS, MCSE), trace plots, a corner plot of
+the parameter of interest and the leading nuisance parameters, and a posterior predictive check
+per channel (observed counts against the posterior predictive median with 68% and 95% bands).
 
 Plots are drawn on matplotlib's Agg canvas (no display, no change of the global backend).
 """
@@ -20,6 +22,13 @@ import numpy as np
 
 __all__ = ["report"]
 
+#: most parameters in the prior-vs-posterior overlay (the flagged ones, largest width ratio first)
+N_OVERLAY = 12
+#: parameters in the overlay when none is flagged (the largest width ratios)
+N_OVERLAY_UNFLAGGED = 4
+#: prior draws behind the overlay's prior histograms
+N_PRIOR_DRAWS = 20000
+
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid #ddd}
@@ -28,6 +37,7 @@ th{background:#f5f5f5}td:first-child,th:first-child{text-align:left}
 .warn{background:#fff3cd;border:1px solid #e0b100;padding:.7em 1em;border-radius:4px}
 .ok{background:#e7f5ea;border:1px solid #5aa469;padding:.7em 1em;border-radius:4px}
 .bad td.rhat{color:#b00;font-weight:bold}img{max-width:100%}.meta{color:#666;font-size:.85em}
+tr.flag td{background:#fff3cd}td.msg{text-align:left;max-width:760px}
 """
 
 
@@ -179,6 +189,136 @@ def ppc_plot(idata, var: str, title: str) -> bytes:
     return _png(fig)
 
 
+def prior_posterior_plot(panels) -> bytes:
+    """Prior (grey) and posterior (blue) histograms per component; ``panels``: (label, prior draws, posterior
+    draws, posterior/prior sd ratio, flagged)."""
+    n = len(panels)
+    ncol = min(4, n)
+    nrow = -(-n // ncol)
+    fig = _fig(2.75 * ncol, 2.3 * nrow + 0.3)
+    axes = fig.subplots(nrow, ncol, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k >= n:
+            ax.set_visible(False)
+            continue
+        lab, pr, po, ratio, flagged = panels[k]
+        lo = min(np.quantile(pr, 0.001), po.min())
+        hi = max(np.quantile(pr, 0.999), po.max())
+        if not hi > lo:
+            lo, hi = lo - 0.5, hi + 0.5
+        bins = np.linspace(lo, hi, 51)
+        ax.hist(pr, bins=bins, density=True, histtype="stepfilled", color="#999999", alpha=0.45, label="prior")
+        ax.hist(po, bins=bins, density=True, histtype="stepfilled", color="#4c72b0", alpha=0.75, label="posterior")
+        ax.set_yticks([])
+        ax.tick_params(labelsize=7)
+        ax.set_title(f"{lab}\nsd ratio {ratio:.2f}{' (prior-dominated)' if flagged else ''}", fontsize=8,
+                     color="#b00000" if flagged else "k")
+        if k == 0:
+            ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _prior_cell(pr: Any, n: int, i: int) -> str:
+    """``Uniform(low=0, high=10)``: the prior of component ``i`` of a set of ``n``."""
+    v = pr.broadcast(n)
+    return f"{type(pr).__name__}(" + ", ".join(f"{k}={v[k][i]:.4g}" for k in v) + ")"
+
+
+def _diagnostics_section(idata: Any, model: Any, images: dict[str, bytes], src) -> list[str]:
+    """The warnings table (or "none"), width ratios, non-identified products and the overlay: HTML parts."""
+    from .infer import diagnostics as D
+
+    stored = [str(w) for w in np.atleast_1d(idata.attrs.get("warnings", [])) if str(w)]
+    redone = D.findings(idata, model) if model is not None else []
+    msgs = list(dict.fromkeys(stored + redone))  # one row per message, the sampler's first
+    parts = ["<h3>Warnings</h3>"]
+    if model is None:
+        parts.append("<p class='meta'>No model given: only the warnings stored with the draws are listed; the width "
+                     "ratios, products and overlay need the model.</p>")
+    if msgs:
+        rows = ["<div class='warn'><b>" + f"{len(msgs)} warning{'s' if len(msgs) != 1 else ''}</b>: the posterior (or "
+                "its approximation) may not be what it seems.</div>",
+                "<table class='warnings'><tr><th>warning</th><th>message</th><th>found by</th></tr>"]
+        for m in msgs:
+            cls, _, text = m.partition(": ")
+            by = " and ".join(w for w, inn in (("sampler", m in stored), ("report", m in redone)) if inn)
+            rows.append(f"<tr><td>{html.escape(cls)}</td><td class='msg'>{html.escape(text)}</td><td>{by}</td></tr>")
+        parts += rows + ["</table>"]
+    elif model is None:
+        parts.append("<div class='ok'>Warnings: none stored with the draws (given the model, the report redoes the checks "
+                     "on the draws).</div>")
+    else:
+        checked = ("divergences, R-hat/ESS, " if "sample_stats" in idata.groups() else "") + \
+            "prior domination, non-identified products"
+        parts.append(f"<div class='ok'>Warnings: none (none stored with the draws; redone here on the draws: {checked}).</div>")
+    if model is None:
+        return parts
+    from .infer.idata import _param_dataset, draw_prior, prior_for_draws
+
+    ratios = D.prior_ratios(idata.posterior, model)
+    widths = D.prior_widths(model)
+    priors = prior_for_draws(model)
+    nfree = {p.name: p.n_free for p in model.free_parameters}
+    parts += ["<h3>Posterior/prior width ratios</h3>",
+              f"<p class='meta'>Posterior sd / sd of the prior the <code>prior</code> group is drawn from (constraints "
+              f"\"{html.escape(str(getattr(model, 'constraints', '')))}\"). An unconstrained parameter (normfactor, "
+              f"shapefactor: its prior is its bounds) with a ratio above {D.PRIOR_RATIO_MAX} is flagged prior-dominated. "
+              "For a constrained parameter a ratio near 1 means the data add little to its auxiliary measurement: "
+              "expected for most nuisance parameters, not a warning.</p>",
+              "<table class='ratios'><tr><th>parameter</th><th>kind</th><th>prior</th><th>prior sd</th><th>posterior sd</th>"
+              "<th>ratio</th><th>flag</th></tr>"]
+    index: dict[str, int] = {}
+    for name, lab, r, free in ratios:
+        i = index.get(name, 0)
+        index[name] = i + 1
+        w = float(widths[name][i])
+        flag = free and np.isfinite(r) and r > D.PRIOR_RATIO_MAX
+        parts.append(f"<tr class='{'flag' if flag else ''}'><td>{html.escape(lab)}</td>"
+                     f"<td>{'unconstrained' if free else 'constrained'}</td>"
+                     f"<td>{html.escape(_prior_cell(priors[name], nfree[name], i))}</td><td>{w:.4g}</td><td>{r * w:.4g}</td>"
+                     f"<td>{r:.3f}</td><td>{'prior-dominated' if flag else ''}</td></tr>")
+    parts.append("</table>")
+    rid = D.ridges(idata.posterior, model)
+    if rid:
+        parts += ["<h3>Non-identified products</h3>",
+                  f"<p class='meta'>Pairs of positive unconstrained parameters with corr(log a, log b) &lt; -{D.RIDGE_CORR}: "
+                  "the data measure (nearly) only the product a·b.</p>",
+                  "<table class='ridges'><tr><th>a</th><th>b</th><th>corr(log a, log b)</th></tr>"]
+        parts += [f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{c:.3f}</td></tr>" for a, b, c in rid]
+        parts.append("</table>")
+    # overlay: the flagged components (largest ratio first), else the largest ratios
+    pos = {}
+    for k, (name, lab, r, free) in enumerate(ratios):
+        pos[lab] = (name, k, r, free and np.isfinite(r) and r > D.PRIOR_RATIO_MAX)
+    order = sorted(pos.items(), key=lambda t: -np.nan_to_num(t[1][2], nan=-np.inf))
+    flagged = [t for t in order if t[1][3]]
+    chosen = flagged[:N_OVERLAY] if flagged else [t for t in order if np.isfinite(t[1][2])][:N_OVERLAY_UNFLAGGED]
+    if not chosen:
+        return parts
+    prior_ds = _param_dataset(model, draw_prior(model, N_PRIOR_DRAWS, np.random.default_rng(20240))[None], {})
+
+    def draws(ds, name, lab):
+        da = ds[name]
+        v = np.asarray(da.values)
+        if da.ndim == 2:
+            return v.reshape(-1)
+        labs = [f"{name}[{c}]" for c in da.coords[da.dims[2]].values]
+        return v[..., labs.index(lab)].reshape(-1)
+
+    panels = [(lab, draws(prior_ds, name, lab), draws(idata.posterior, name, lab), r, fl) for lab, (name, _, r, fl) in chosen]
+    images["prior_posterior.png"] = prior_posterior_plot(panels)
+    if flagged:
+        cap = (f"the {len(chosen)} prior-dominated parameter{'s' if len(chosen) != 1 else ''}"
+               + (f" with the largest ratios (of {len(flagged)})" if len(flagged) > len(chosen) else ""))
+    else:
+        cap = f"no parameter is prior-dominated; the {len(chosen)} largest width ratios"
+    parts += [f"<h3>Prior vs posterior: {html.escape(cap)}</h3>",
+              "<p class='meta'>Grey: the prior (draws of the prior the ratios refer to); blue: the posterior.</p>",
+              src("prior_posterior.png", "prior vs posterior overlay")]
+    return parts
+
+
 # ------------------------------------------------------------------ the report
 def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}"/>'
@@ -238,8 +378,11 @@ def report(idata: Any, model: Any = None, path: str | Path = "report.html", *, m
         div = np.asarray(idata.sample_stats.diverging.values)
         n_div, n_total = int(div.sum()), int(div.size)
     attrs = dict(idata.posterior.attrs)
-    max_rhat = float(np.nanmax(summ["r_hat"])) if "r_hat" in summ else float("nan")
-    min_ess = float(np.nanmin(summ["ess_bulk"])) if "ess_bulk" in summ else float("nan")
+    def nan_extreme(fn, col):  # NaN where the column is absent or all NaN (one chain: no R-hat)
+        v = np.asarray(summ[col], float) if col in summ else np.zeros(0)
+        return float(fn(v[np.isfinite(v)])) if np.isfinite(v).any() else float("nan")
+
+    max_rhat, min_ess = nan_extreme(np.max, "r_hat"), nan_extreme(np.min, "ess_bulk")
 
     def src(fn: str, alt: str) -> str:
         return f'<img alt="{html.escape(alt)}" src="{fn}"/>' if folder else _img(images[fn], alt)
@@ -248,7 +391,7 @@ def report(idata: Any, model: Any = None, path: str | Path = "report.html", *, m
              f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title or 'hf2ppl posterior report')}</h1>"]
     meta = {k: attrs[k] for k in ("sampler", "target", "constraints", "num_chains", "num_draws", "num_warmup", "hf2ppl_version", "created_at") if k in attrs}
     parts.append("<p class='meta'>" + " · ".join(f"{html.escape(str(k))}: {html.escape(str(v))}" for k, v in meta.items()) + "</p>")
-    parts.append("<h2>Sampler diagnostics</h2>")
+    parts.append("<h2>Diagnostics</h2><h3>Sampler</h3>")
     if n_div is None:
         parts.append("<p>No divergence information (not an MCMC run).</p>")
     elif n_div > 0:
@@ -259,6 +402,7 @@ def report(idata: Any, model: Any = None, path: str | Path = "report.html", *, m
         parts.append(f"<div class='ok'>No divergent transitions in {n_total} draws.</div>")
     rh = "" if np.isnan(max_rhat) else f"max R-hat {max_rhat:.3f}{' (>1.01: chains disagree — run longer)' if max_rhat > 1.01 else ''}; "
     parts.append(f"<p>{rh}min bulk ESS {min_ess:.0f}.</p>")
+    parts += _diagnostics_section(idata, model, images, src)
     parts.append("<h2>Summary</h2>")
     cols = [c for c in ("mean", "sd", "hdi_3%", "hdi_97%", "mcse_mean", "mcse_sd", "ess_bulk", "ess_tail", "r_hat") if c in summ.columns]
     rows = ["<table><tr><th>parameter</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>"]

@@ -1,4 +1,5 @@
-"""hf2ppl.report: a self-contained HTML page (or a folder) with summary, divergences, traces, corner, PPC."""
+"""hf2ppl.report: a self-contained HTML page (or a folder) with diagnostics, summary, traces, corner, PPC
+(the Diagnostics section's warnings, ratios and overlay: tests/test_report_diagnostics.py)."""
 
 from __future__ import annotations
 
@@ -51,14 +52,18 @@ def test_report_html_self_contained(model, tmp_path):
     # self-contained: every image is embedded, nothing is loaded from elsewhere
     assert not re.findall(r'src="(?!data:)', page)
     imgs = images(page)
-    # trace + corner + one PPC per channel
-    assert len(imgs) == 2 + len(model.channels)
+    # trace + corner + one PPC per channel + the prior-vs-posterior overlay
+    assert len(imgs) == 3 + len(model.channels)
     for im in imgs:
         assert im.shape[0] > 100 and im.shape[1] > 100
         assert np.std(im[..., :3]) > 0.01  # not blank
     for col in ("r_hat", "ess_bulk", "ess_tail", "mcse_mean"):
         assert col in page
     assert "Warning: 3 divergent transitions" in page
+    # prior draws stand in for the posterior: every unconstrained parameter is prior-dominated (ratio ~1), which the
+    # report finds from the draws (assemble stores no warnings)
+    assert "warnings" not in idata.attrs
+    assert "<tr><td>PriorDominatedWarning</td>" in page and "</td><td>report</td></tr>" in page
     for p in model.free_parameters:
         assert p.name in page
     assert model.poi_name in page
@@ -69,9 +74,10 @@ def test_report_no_divergence_and_folder(model, tmp_path):
     out = hf2ppl.report(idata, model, tmp_path / "rep")
     assert out.name == "index.html"
     page = out.read_text()
-    assert "No divergent transitions" in page and "Warning" not in page
+    assert "No divergent transitions" in page and not re.search(r"Warning: \d+ divergent", page)
     files = {f.name for f in (tmp_path / "rep").iterdir()}
-    assert {"trace.png", "corner.png", "summary.csv", "index.html"} <= files
+    assert {"trace.png", "corner.png", "prior_posterior.png", "summary.csv", "index.html"} <= files
+    assert '<img alt="prior vs posterior overlay" src="prior_posterior.png"/>' in page
     assert sum(f.startswith("ppc_") for f in files) == len(model.channels)
 
 
@@ -79,12 +85,12 @@ def test_report_on_sampled_posterior(tmp_path):
     m = hf2ppl.compile(json.loads((WORKSPACES / "2_bin_corr.json").read_text()))
     idata = hf2ppl.sample(m, chains=2, draws=200, warmup=200, seed=0)
     page = hf2ppl.report(idata, m, tmp_path / "corr.html").read_text()
-    assert len(images(page)) == 3
+    assert len(images(page)) == 4
     assert "correlated_bkg_uncertainty" in page and "mu" in page
     assert "Frequentist" not in page
     # the frequentist section: fit table, pulls, ranking, post-fit, and the cross-check from these draws
     page = hf2ppl.report(idata, m, tmp_path / "both.html", frequentist=True).read_text()
-    assert len(images(page)) == 3 + 4
+    assert len(images(page)) == 4 + 4
     fit = hf2ppl.fit(m)
     obs, exp = hf2ppl.upper_limit(m)
     assert f"-2 ln L = {fit.twice_nll:.6f}" in page and f"{fit.bestfit['mu']:.6g}" in page

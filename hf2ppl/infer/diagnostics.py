@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["PosteriorWarning", "DivergenceWarning", "ConvergenceWarning", "LaplaceWarning", "SVIConvergenceWarning",
-           "PriorDominatedWarning", "NonIdentifiedWarning", "check_mcmc", "check_draws", "prior_widths",
+           "PriorDominatedWarning", "NonIdentifiedWarning", "check_mcmc", "mcmc_findings", "findings", "check_draws", "prior_widths",
            "prior_ratios", "ridges", "svi_trend", "RHAT_MAX", "ESS_PER_CHAIN_MIN", "PRIOR_RATIO_MAX", "RIDGE_CORR"]
 
 #: largest acceptable rank-normalised split R-hat (Vehtari et al. 2021)
@@ -182,9 +182,9 @@ def check_draws(posterior, model: Any) -> list[tuple[type, str]]:
     return found
 
 
-def check_mcmc(idata, model: Any, *, warn: bool = True) -> list[str]:
-    """Run the MCMC checks on ``idata`` (divergences, R-hat/ESS, prior domination, ridges); warn and
-    return the messages (also stored in ``idata.attrs["warnings"]``)."""
+def mcmc_findings(idata, model: Any) -> list[tuple[type, str]]:
+    """(warning class, message) of the MCMC checks on ``idata`` (divergences, R-hat/ESS, prior domination,
+    ridges), without warning or touching ``idata``."""
     import arviz as az
 
     found: list[tuple[type, str]] = []
@@ -222,10 +222,26 @@ def check_mcmc(idata, model: Any, *, warn: bool = True) -> list[str]:
         found.append((ConvergenceWarning, f"bulk/tail ESS below {ESS_PER_CHAIN_MIN} per chain ({ESS_PER_CHAIN_MIN * C} in all) for "
                                           f"{len(bad_e)} component(s): {txt}; run more draws"))
     found += check_draws(post, model)
-    msgs = _emit(found, warn)
+    return found
+
+
+def check_mcmc(idata, model: Any, *, warn: bool = True) -> list[str]:
+    """Run the MCMC checks on ``idata`` (divergences, R-hat/ESS, prior domination, ridges); warn and
+    return the messages (also stored in ``idata.attrs["warnings"]``)."""
+    msgs = _emit(mcmc_findings(idata, model), warn)
     if msgs:
         idata.attrs["warnings"] = msgs
     return msgs
+
+
+def findings(idata, model: Any) -> list[str]:
+    """The messages the checks that can be redone from the draws give on ``idata`` ("Class: message"), with no
+    warning and ``idata`` untouched: the MCMC checks when ``idata`` has ``sample_stats`` (a sampler's output),
+    else the prior-domination/ridge checks alone (SVI draws). Checks of the fit itself (SVI's loss trend, MAP)
+    exist only in ``idata.attrs["warnings"]``."""
+    if "sample_stats" in idata.groups():
+        return _emit(mcmc_findings(idata, model), False)
+    return _emit(check_draws(idata.posterior, model), False)
 
 
 def svi_trend(losses: np.ndarray, frac: float = 0.2) -> tuple[float, float]:
