@@ -13,6 +13,8 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
     from nbclient import NotebookClient
 
     monkeypatch.setenv("HF2PPL_SHARED", str(SHARED))
+    # a notebook shows figures inline: .ci/run exports MPLBACKEND=Agg, which the kernel would inherit (no images)
+    monkeypatch.delenv("MPLBACKEND", raising=False)
     nb = nbformat.read(ROOT / "examples" / "quickstart.ipynb", as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "examples")}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
