@@ -10,14 +10,16 @@
 first call (compile included) and warm wall times (minimum over 5 calls for the fast engines, the
 second call for NumPyro's MCMC), bulk ESS of mu and ESS/s.
 Then the thesis' n-bin shapesys model (pyhf.simplemodels.uncorrelated_background) with
-10, 100, 1000 bins through hf2ppl.sample: warm time, min bulk ESS over parameters, ESS/s.
+10, 100, 500 bins through hf2ppl.sample (with and without the optional InferenceData groups) and a
+hand-written BlackJAX NUTS on the same density (:func:`nbin_logdensity`): warm time (minimum of 3),
+bulk ESS of mu and min over parameters, ESS/s, microseconds per gradient, ratio to the hand-written.
 
 Rows from other engines: append callables returning rows to ``EXTRA_ROWS``; if
 ``benchmarks/sampling_pymc.py`` exists, its ``rows()`` is imported and called.
 A row is a dict: {"name", "first_s", "warm_s", "ess", "ess_per_s"} (missing values: None).
 
 Options: ``--quick`` (fewer draws, for a smoke run), ``--bins 10,100,1000``, ``--skip-nbin``,
-``--no-extra`` (no PyMC/extra rows), ``--json FILE``.
+``--no-extra`` (no PyMC/extra rows), ``--skip-2bin`` (n-bin rows only), ``--json FILE``.
 """
 
 from __future__ import annotations
@@ -233,26 +235,122 @@ def bench_numpyro_handwritten() -> dict:
 
 
 # ------------------------------------------------------------------ n-bin shapesys (thesis)
-def bench_nbin(nbins: int) -> dict:
+NBIN_REPEAT = 3  # warm n-bin timings: the minimum over this many calls
+
+
+def bench_nbin(nbins: int, groups: bool = True) -> dict:
+    """hf2ppl.sample on the n-bin model; ``groups=False``: without the predictive/log-likelihood/prior groups."""
     import arviz as az
 
     import hf2ppl
 
     m = hf2ppl.compile(nbin_workspace(nbins))
+    extra = {} if groups else {"predictive": False, "log_likelihood": False, "prior": False}
 
     def go():
-        return hf2ppl.sample(m, chains=CHAINS, draws=DRAWS, warmup=WARMUP, seed=0, progress=False)
+        return hf2ppl.sample(m, chains=CHAINS, draws=DRAWS, warmup=WARMUP, seed=0, progress=False, **extra)
 
     first, _ = timed(go)
-    warm, idata = timed(go)
+    warm, idata = warm_min(go, NBIN_REPEAT)
     ess = az.ess(idata.posterior)
     min_ess = float(min(float(ess[v].min()) for v in ess.data_vars))
     mu_ess = float(ess["mu"])
     div = int(idata.sample_stats.diverging.sum())
     depth = float(idata.sample_stats.tree_depth.mean())
-    return {"bins": nbins, "first_s": first, "warm_s": warm, "mu_ess": mu_ess, "min_ess": min_ess,
-            "mu_ess_per_s": mu_ess / warm, "min_ess_per_s": min_ess / warm, "divergences": div,
-            "mean_tree_depth": depth, "s_per_bin": warm / nbins}
+    grads = float(idata.sample_stats.n_steps.sum())
+    return {"name": "hf2ppl.sample" + ("" if groups else " (no optional groups)"), "bins": nbins, "first_s": first,
+            "warm_s": warm, "mu_ess": mu_ess, "min_ess": min_ess, "mu_ess_per_s": mu_ess / warm,
+            "min_ess_per_s": min_ess / warm, "divergences": div, "mean_tree_depth": depth, "s_per_bin": warm / nbins,
+            "us_per_grad": 1e6 * warm / grads * CHAINS}
+
+
+def nbin_logdensity(m):
+    """The n-bin model's log density by hand in JAX, on hf2ppl's support bijections without standardisation:
+    ``z = (logit(mu / 10), log gamma_1, ..., log gamma_n)``; mu ~ Uniform(0, 10), gamma_i ~ Gamma(a_i + 1, tau_i)
+    (the prior-mode shapesys priors, read from the compiled model), Poisson main terms. Returns
+    ``(logdensity, to_x)`` where ``to_x`` maps draws to hf2ppl's free-vector order."""
+    import jax
+    import jax.numpy as jnp
+    from scipy.special import gammaln
+
+    ir = m.ir
+    names = [p.name for p in m.free_parameters]
+    sys_p = next(p for p in m.free_parameters if p.name != "mu")
+    g = m.priors[sys_p.name].broadcast(sys_p.n_free)
+    conc, rate = jnp.asarray(g["concentration"]), jnp.asarray(g["rate"])
+    samples = list(ir.samples)
+    nom = np.asarray(ir.nominal)
+    s = jnp.asarray(nom[samples.index("signal")])
+    b = jnp.asarray(nom[samples.index("background")])
+    n = jnp.asarray(np.asarray(ir.observed, float))
+    lg_n = jnp.asarray(gammaln(np.asarray(ir.observed, float) + 1.0))
+    lg_prior = jnp.asarray(g["concentration"] * np.log(g["rate"]) - gammaln(g["concentration"]))
+
+    def logdensity(z):
+        u, v = z[0], z[1:]
+        mu = 10.0 * jax.nn.sigmoid(u)
+        gam = jnp.exp(v)
+        lam = mu * s + gam * b
+        lp = jnp.sum(n * jnp.log(lam) - lam - lg_n) + jnp.sum(lg_prior + (conc - 1.0) * v - rate * gam)
+        return lp + jnp.log(10.0) + jax.nn.log_sigmoid(u) + jax.nn.log_sigmoid(-u) + jnp.sum(v)
+
+    mu_first = names.index("mu") == 0
+
+    def to_x(pos):
+        mu = 10.0 / (1.0 + np.exp(-pos[..., :1]))
+        gam = np.exp(pos[..., 1:])
+        return np.concatenate([mu, gam] if mu_first else [gam, mu], axis=-1)
+
+    return logdensity, to_x
+
+
+def bench_nbin_handwritten(nbins: int) -> dict:
+    """Hand-written BlackJAX NUTS on the n-bin density (window_adaptation + nuts in lax.scan, vmap, one jit)."""
+    import blackjax
+    import jax
+    import jax.numpy as jnp
+    from blackjax.adaptation.base import get_filter_adapt_info_fn
+
+    import hf2ppl
+
+    m = hf2ppl.compile(nbin_workspace(nbins))
+    logdensity, to_x = nbin_logdensity(m)
+
+    def one_chain(key, z0):
+        k1, k2 = jax.random.split(key)
+        wa = blackjax.window_adaptation(blackjax.nuts, logdensity, adaptation_info_fn=get_filter_adapt_info_fn())
+        (state, params), _ = wa.run(k1, z0, num_steps=WARMUP)
+        step = blackjax.nuts(logdensity, **params).step
+
+        def body(st, k):
+            st, info = step(k, st)
+            return st, (st.position, info.is_divergent, info.num_integration_steps)
+
+        _, out = jax.lax.scan(body, state, jax.random.split(k2, DRAWS))
+        return out
+
+    fn = jax.jit(lambda key, z0: jax.vmap(one_chain)(jax.random.split(key, CHAINS), z0))
+    z0 = jnp.asarray(np.concatenate([[-2.2], np.zeros(nbins)]) + np.random.default_rng(0).uniform(-0.5, 0.5, (CHAINS, nbins + 1)))
+
+    def go():
+        return [np.asarray(a) for a in jax.block_until_ready(fn(jax.random.PRNGKey(0), z0))]
+
+    first, _ = timed(go)
+    warm, (pos, div, nsteps) = warm_min(go, NBIN_REPEAT)
+    x = to_x(pos)
+    ess = _ess_per_column(x)
+    mu_col = 0 if [p.name for p in m.free_parameters][0] == "mu" else -1
+    return {"name": "hand-written BlackJAX NUTS", "bins": nbins, "first_s": first, "warm_s": warm,
+            "mu_ess": float(ess[mu_col]), "min_ess": float(ess.min()), "mu_ess_per_s": float(ess[mu_col]) / warm,
+            "min_ess_per_s": float(ess.min()) / warm, "divergences": int(div.sum()), "mean_tree_depth": None,
+            "s_per_bin": warm / nbins, "us_per_grad": 1e6 * warm / float(nsteps.sum()) * CHAINS}
+
+
+def _ess_per_column(x: np.ndarray) -> np.ndarray:
+    """Bulk ESS of each column of draws (chains, draws, k)."""
+    import arviz as az
+
+    return np.asarray([float(az.ess(x[..., j])) for j in range(x.shape[-1])])
 
 
 # ------------------------------------------------------------------ driver
@@ -288,8 +386,9 @@ def main(argv: list[str] | None = None) -> dict:
     global WARMUP, DRAWS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--bins", default="10,100,1000")
+    ap.add_argument("--bins", default="10,100,500")
     ap.add_argument("--skip-nbin", action="store_true")
+    ap.add_argument("--skip-2bin", action="store_true", help="only the n-bin rows")
     ap.add_argument("--no-extra", action="store_true", help="skip EXTRA_ROWS and benchmarks/sampling_pymc.py")
     ap.add_argument("--json", default=None, help="write the results to this file")
     args = ap.parse_args(argv)
@@ -297,47 +396,52 @@ def main(argv: list[str] | None = None) -> dict:
         WARMUP, DRAWS = 200, 500
     process_warmup()
     print(f"machine: {machine()}")
-    print(f"2_bin_corr: {WARMUP} warmup + {DRAWS} draws x {CHAINS} chains\n")
-    rows = []
-    for fn in (bench_hf2ppl, bench_blackjax_handwritten, bench_numpyro_pyhf, bench_numpyro_handwritten,
-               lambda: bench_hf2ppl("numpyro"), bench_hf2ppl_bare):
-        r = fn()
-        rows.append(r)
-        print(f"  {r['name']:<52} first {fmt(r['first_s'])} s  warm {fmt(r['warm_s'])} s  ESS(mu) {fmt(r['ess'], '.0f')}",
-              flush=True)
-    extra = [] if args.no_extra else list(EXTRA_ROWS)
-    pymc_file = Path(__file__).with_name("sampling_pymc.py")
-    if pymc_file.exists() and not args.no_extra:
-        spec = importlib.util.spec_from_file_location("sampling_pymc", pymc_file)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)  # type: ignore[union-attr]
-        extra.append(mod.rows)
-    for fn in extra:
-        try:
-            rows += list(fn())
-        except Exception as exc:  # noqa: BLE001 - a broken hook must not hide the other rows
-            print(f"  extra rows {fn!r} failed: {exc!r}")
-    ref = rows[1]
-    print(f"\n{'engine':<52} {'first s':>8} {'warm s':>8} {'ESS':>7} {'ESS/s':>9} {'warm/(b)':>9} {'(b)=1 speed':>11}")
-    for r in rows:
-        ratio = r["warm_s"] / ref["warm_s"] if r["warm_s"] else None
-        print(f"{r['name']:<52} {fmt(r['first_s']):>8} {fmt(r['warm_s']):>8} {fmt(r['ess'], '.0f'):>7} "
-              f"{fmt(r['ess_per_s'], '.0f'):>9} {fmt(ratio, '.2f'):>9} {fmt(1 / ratio if ratio else None, '.2f'):>11}")
-    a, c = rows[0], rows[2]
-    print(f"\nhf2ppl warm / hand-written BlackJAX = {a['warm_s'] / ref['warm_s']:.2f} (target <= 1.5)")
-    print(f"NumPyro-on-pyhf warm / hf2ppl warm = {c['warm_s'] / a['warm_s']:.1f} (target >= 10)")
-    print(f"hf2ppl first call = {a['first_s']:.2f} s (target <= 5 s)")
+    rows: list[dict] = []
+    if not args.skip_2bin:
+        print(f"2_bin_corr: {WARMUP} warmup + {DRAWS} draws x {CHAINS} chains\n")
+        for fn in (bench_hf2ppl, bench_blackjax_handwritten, bench_numpyro_pyhf, bench_numpyro_handwritten,
+                   lambda: bench_hf2ppl("numpyro"), bench_hf2ppl_bare):
+            r = fn()
+            rows.append(r)
+            print(f"  {r['name']:<52} first {fmt(r['first_s'])} s  warm {fmt(r['warm_s'])} s  ESS(mu) {fmt(r['ess'], '.0f')}",
+                  flush=True)
+        extra = [] if args.no_extra else list(EXTRA_ROWS)
+        pymc_file = Path(__file__).with_name("sampling_pymc.py")
+        if pymc_file.exists() and not args.no_extra:
+            spec = importlib.util.spec_from_file_location("sampling_pymc", pymc_file)
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)  # type: ignore[union-attr]
+            extra.append(mod.rows)
+        for fn in extra:
+            try:
+                rows += list(fn())
+            except Exception as exc:  # noqa: BLE001 - a broken hook must not hide the other rows
+                print(f"  extra rows {fn!r} failed: {exc!r}")
+        ref = rows[1]
+        print(f"\n{'engine':<52} {'first s':>8} {'warm s':>8} {'ESS':>7} {'ESS/s':>9} {'warm/(b)':>9} {'(b)=1 speed':>11}")
+        for r in rows:
+            ratio = r["warm_s"] / ref["warm_s"] if r["warm_s"] else None
+            print(f"{r['name']:<52} {fmt(r['first_s']):>8} {fmt(r['warm_s']):>8} {fmt(r['ess'], '.0f'):>7} "
+                  f"{fmt(r['ess_per_s'], '.0f'):>9} {fmt(ratio, '.2f'):>9} {fmt(1 / ratio if ratio else None, '.2f'):>11}")
+        a, c = rows[0], rows[2]
+        print(f"\nhf2ppl warm / hand-written BlackJAX = {a['warm_s'] / ref['warm_s']:.2f} (target <= 1.5)")
+        print(f"NumPyro-on-pyhf warm / hf2ppl warm = {c['warm_s'] / a['warm_s']:.1f} (target >= 10)")
+        print(f"hf2ppl first call = {a['first_s']:.2f} s (target <= 5 s)")
     nb = []
     if not args.skip_nbin:
-        print(f"\nn-bin shapesys (uncorrelated_background), hf2ppl.sample, {WARMUP} warmup + {DRAWS} draws x {CHAINS} chains")
-        print(f"{'bins':>6} {'first s':>8} {'warm s':>8} {'ESS(mu)':>8} {'min ESS':>8} {'ESS(mu)/s':>10} {'minESS/s':>9} "
-              f"{'depth':>6} {'div':>4} {'ms/bin':>7}")
+        print(f"\nn-bin shapesys (uncorrelated_background), {WARMUP} warmup + {DRAWS} draws x {CHAINS} chains; warm = min of "
+              f"{NBIN_REPEAT}; ratio = warm / hand-written BlackJAX warm; load {os.getloadavg()[0]:.2f}")
+        print(f"{'engine':<40} {'bins':>5} {'first s':>8} {'warm s':>7} {'ESS(mu)':>8} {'min ESS':>8} {'ESS(mu)/s':>10} "
+              f"{'minESS/s':>9} {'us/grad':>8} {'div':>4} {'ratio':>6}")
         for nbins in [int(b) for b in args.bins.split(",") if b]:
-            r = bench_nbin(nbins)
-            nb.append(r)
-            print(f"{r['bins']:>6} {r['first_s']:>8.2f} {r['warm_s']:>8.2f} {r['mu_ess']:>8.0f} {r['min_ess']:>8.0f} "
-                  f"{r['mu_ess_per_s']:>10.0f} {r['min_ess_per_s']:>9.0f} {r['mean_tree_depth']:>6.2f} {r['divergences']:>4} "
-                  f"{1000 * r['s_per_bin']:>7.2f}", flush=True)
+            ref_nb = bench_nbin_handwritten(nbins)
+            for r in (bench_nbin(nbins), bench_nbin(nbins, groups=False), ref_nb):
+                r["ratio"] = r["warm_s"] / ref_nb["warm_s"]
+                r["load"] = os.getloadavg()[0]
+                nb.append(r)
+                print(f"{r['name']:<40} {r['bins']:>5} {r['first_s']:>8.2f} {r['warm_s']:>7.3f} {r['mu_ess']:>8.0f} "
+                      f"{r['min_ess']:>8.0f} {r['mu_ess_per_s']:>10.0f} {r['min_ess_per_s']:>9.0f} {r['us_per_grad']:>8.2f} "
+                      f"{r['divergences']:>4} {r['ratio']:>6.2f}", flush=True)
     res = {"machine": machine(), "rows": rows, "nbin": nb}
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))

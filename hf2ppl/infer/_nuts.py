@@ -78,6 +78,10 @@ def get_cache(model: Any) -> dict:
     return cache
 
 
+#: most runs of one support kind (in the free order) for which :class:`Layout` maps the free vector slice by slice
+#: instead of by index groups and a gather
+MAX_RUNS = 16
+
 #: a constrained component is sampled in standardised coordinates when its prior width on the
 #: unconstrained scale is below this (staterror, lumi, shapesys with large tau; normsys/histosys have 1)
 STANDARDISE_BELOW = 0.5
@@ -193,6 +197,12 @@ class Layout:
         kind = np.concatenate(kinds) if kinds else np.zeros(0, int)
         self.lo, self.hi = (np.concatenate(lo), np.concatenate(hi)) if lo else (np.zeros(0), np.zeros(0))
         self.groups = [np.flatnonzero(kind == k) for k in range(3)]
+        # maximal runs of one support kind in the free order: with few runs the map is a handful of slices and one
+        # concatenation, no gathers (whose gradients are scatter-adds: as costly as a whole small density on CPU)
+        cuts = np.flatnonzero(np.diff(kind)) + 1 if len(kind) else np.zeros(0, int)
+        starts, stops = np.r_[0, cuts].astype(int), np.r_[cuts, len(kind)].astype(int)
+        runs = [(int(kind[a]), int(a), int(b)) for a, b in zip(starts, stops) if b > a]
+        self._runs = runs if len(runs) <= MAX_RUNS else None
         order = np.concatenate(self.groups)
         self.inv_order = None if np.array_equal(order, np.arange(self.n)) else np.argsort(order)
         # full parameter vector = concat(x, fixed values)[perm]
@@ -226,6 +236,23 @@ class Layout:
             z = jnp.asarray(self.shift, z.dtype) + jnp.asarray(self.scale, z.dtype) * z
             if with_logdet:
                 ld = ld + float(np.sum(np.log(self.scale)))
+        if self._runs is not None:  # slices of runs of one kind, in order: no gather
+            finfo = jnp.finfo(z.dtype)
+            for k, a, b in self._runs:
+                zs = z[..., a:b]
+                if k == 0:
+                    parts.append(zs)
+                elif k == 1:
+                    parts.append(jnp.asarray(self.lo[a:b], z.dtype) + jnp.exp(zs))
+                    if with_logdet:
+                        ld = ld + jnp.sum(zs, axis=-1)
+                else:
+                    lo = jnp.asarray(self.lo[a:b], z.dtype)
+                    w = self.hi[a:b] - self.lo[a:b]
+                    parts.append(lo + jnp.asarray(w, z.dtype) * jnp.clip(jax.nn.sigmoid(zs), finfo.tiny, 1.0 - finfo.eps))
+                    if with_logdet:
+                        ld = ld + jnp.sum(jnp.asarray(np.log(w), z.dtype) + jax.nn.log_sigmoid(zs) + jax.nn.log_sigmoid(-zs), axis=-1)
+            return (parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)), ld
         if len(ir):
             parts.append(z[..., ir])
         if len(il):
