@@ -210,11 +210,12 @@ def _split(a: np.ndarray) -> np.ndarray:
 
 def _z_scale(a: np.ndarray) -> np.ndarray:
     from scipy import stats
+    from scipy.special import ndtri
 
     k = a.shape[0]
     flat = a.reshape(k, -1)
     rank = stats.rankdata(flat, method="average", axis=1)
-    return stats.norm.ppf((rank - 0.375) / (flat.shape[1] + 0.25)).reshape(a.shape)
+    return ndtri((rank - 0.375) / (flat.shape[1] + 0.25)).reshape(a.shape)  # norm.ppf without its checks
 
 
 def _rhat_many(a: np.ndarray) -> np.ndarray:
@@ -245,7 +246,8 @@ def ess_rhat(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     valid = np.all(np.isfinite(x), axis=(1, 2))
     x = np.where(valid[:, None, None], x, 0.0)
     split = _split(x)
-    bulk = _ess_many(_z_scale(split))
+    z = _z_scale(split)  # one ranking for the bulk ESS and the bulk R-hat
+    bulk = _ess_many(z)
     flat = x.reshape(k, -1)
     tail = np.full(k, np.inf)
     for q in (0.05, 0.95):
@@ -253,7 +255,7 @@ def ess_rhat(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         tail = np.minimum(tail, _ess_many(_split(iq)))
     if C > 1:
         folded = np.abs(split - np.median(split.reshape(k, -1), axis=1)[:, None, None])
-        rhat = np.maximum(_rhat_many(_z_scale(split)), _rhat_many(_z_scale(folded)))
+        rhat = np.maximum(_rhat_many(z), _rhat_many(_z_scale(folded)))
     else:
         rhat = nan.copy()
     bad = ~valid
