@@ -162,9 +162,11 @@ class Layout:
 
     Each component's support comes from its site distribution (NumPyro constraints): real →
     identity; ``x > lo`` → ``lo + exp(z)``; ``lo < x < hi`` → ``lo + (hi - lo) * sigmoid(z)``
-    (sigmoid clipped away from 0 and 1, as NumPyro's ``biject_to``). The maps are evaluated for all
-    components at once (static index groups), and the full parameter vector is assembled with a
-    static gather rather than a scatter: a lean graph that compiles quickly.
+    (sigmoid clipped away from 0 and 1, as NumPyro's ``biject_to``). When the free order has at most
+    :data:`MAX_RUNS` runs of one support kind, each run is mapped on a slice and the runs concatenated (no
+    gather, whose gradient is a scatter-add); otherwise the maps are evaluated per kind on static index
+    groups and put back in order with one gather. The full parameter vector is assembled with a static
+    gather rather than a scatter: a lean graph that compiles quickly.
     """
 
     def __init__(self, model: Any):
