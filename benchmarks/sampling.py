@@ -141,25 +141,34 @@ def _corr_logdensity_unconstrained():
     return logdensity
 
 
-def bench_blackjax_handwritten() -> dict:
+def _handwritten_chain(logdensity, key, z0):
+    """One hand-written BlackJAX NUTS chain: Stan window adaptation, then DRAWS steps in lax.scan;
+    returns (positions, divergences, integration steps)."""
     import blackjax
     import jax
-    import jax.numpy as jnp
     from blackjax.adaptation.base import get_filter_adapt_info_fn
+
+    k1, k2 = jax.random.split(key)
+    wa = blackjax.window_adaptation(blackjax.nuts, logdensity, adaptation_info_fn=get_filter_adapt_info_fn())
+    (state, params), _ = wa.run(k1, z0, num_steps=WARMUP)
+    step = blackjax.nuts(logdensity, **params).step
+
+    def body(st, k):
+        st, info = step(k, st)
+        return st, (st.position, info.is_divergent, info.num_integration_steps)
+
+    _, out = jax.lax.scan(body, state, jax.random.split(k2, DRAWS))
+    return out
+
+
+def bench_blackjax_handwritten() -> dict:
+    import jax
+    import jax.numpy as jnp
 
     logdensity = _corr_logdensity_unconstrained()
 
     def one_chain(key, z0):
-        k1, k2 = jax.random.split(key)
-        wa = blackjax.window_adaptation(blackjax.nuts, logdensity, adaptation_info_fn=get_filter_adapt_info_fn())
-        (state, params), _ = wa.run(k1, z0, num_steps=WARMUP)
-        step = blackjax.nuts(logdensity, **params).step
-
-        def body(st, k):
-            st, info = step(k, st)
-            return st, (st.position, info.is_divergent)
-
-        _, (pos, div) = jax.lax.scan(body, state, jax.random.split(k2, DRAWS))
+        pos, div, _ = _handwritten_chain(logdensity, key, z0)
         return pos, div
 
     def build():
@@ -306,10 +315,8 @@ def nbin_logdensity(m):
 
 def bench_nbin_handwritten(nbins: int) -> dict:
     """Hand-written BlackJAX NUTS on the n-bin density (window_adaptation + nuts in lax.scan, vmap, one jit)."""
-    import blackjax
     import jax
     import jax.numpy as jnp
-    from blackjax.adaptation.base import get_filter_adapt_info_fn
 
     import hf2ppl
 
@@ -317,17 +324,7 @@ def bench_nbin_handwritten(nbins: int) -> dict:
     logdensity, to_x = nbin_logdensity(m)
 
     def one_chain(key, z0):
-        k1, k2 = jax.random.split(key)
-        wa = blackjax.window_adaptation(blackjax.nuts, logdensity, adaptation_info_fn=get_filter_adapt_info_fn())
-        (state, params), _ = wa.run(k1, z0, num_steps=WARMUP)
-        step = blackjax.nuts(logdensity, **params).step
-
-        def body(st, k):
-            st, info = step(k, st)
-            return st, (st.position, info.is_divergent, info.num_integration_steps)
-
-        _, out = jax.lax.scan(body, state, jax.random.split(k2, DRAWS))
-        return out
+        return _handwritten_chain(logdensity, key, z0)
 
     fn = jax.jit(lambda key, z0: jax.vmap(one_chain)(jax.random.split(key, CHAINS), z0))
     z0 = jnp.asarray(np.concatenate([[-2.2], np.zeros(nbins)]) + np.random.default_rng(0).uniform(-0.5, 0.5, (CHAINS, nbins + 1)))

@@ -166,7 +166,7 @@ def main() -> None:
     print("\n| grid | hf2ppl fresh, cold cache | fresh, warm cache | in-process warm | Dask 2 workers | pyhf numpy (extrap.) | pyhf jax (extrap.) | patches/s hf2ppl warm / pyhf numpy |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        def s(key):
+        def s(key, r=r):
             return f"{r[key]:.1f} s" if key in r else "–"
         ratio = f"{(r['pyhf_numpy'] / r['warm']):.1f}×" if "pyhf_numpy" in r else "–"
         print(f"| {r['grid']} | {s('cold')} | {s('fresh_warm_cache')} | {s('warm')} | {s('dask')} | {s('pyhf_numpy')} | {s('pyhf_jax')} | {ratio} |")

@@ -303,7 +303,6 @@ def _run_group(ctx: dict, key: Any, items: list) -> list[dict]:
     from . import histfactory as hf
     from .infer.frequentist._engine import _check_stats, _Engine, _prefit_widths
     from .infer.frequentist.asymptotics import Models, at_mu_many, prepare_many
-    from .infer.frequentist.intervals import root_limits_many
     from .targets.numpyro import NumPyroModel
 
     t0 = time.perf_counter()
@@ -339,7 +338,7 @@ def _run_group(ctx: dict, key: Any, items: list) -> list[dict]:
     ul = None
     ul_err: list = [None] * G
     if limits:
-        ul, ul_err, extra = _limits(eng, M, prep, test_stat, float(ctx["level"]), root_limits_many, at_mu_many)
+        ul, ul_err, extra = _limits(eng, M, prep, test_stat, float(ctx["level"]))
     wall = (time.perf_counter() - t0) / G
     rows = []
     for g, it in enumerate(items):
@@ -376,8 +375,11 @@ def _run_group(ctx: dict, key: Any, items: list) -> list[dict]:
     return rows
 
 
-def _limits(eng, M, prep, test_stat: str, level: float, root_limits_many: Callable, at_mu_many: Callable):
+def _limits(eng, M, prep, test_stat: str, level: float):
     """Observed and expected upper limits of every model of a group (one batched root search)."""
+    from .infer.frequentist.asymptotics import at_mu_many
+    from .infer.frequentist.intervals import root_limits_many
+
     poi, G = eng.poi, M.G
     # a POI that does not change the expected data has no upper limit
     Xlo, Xhi = prep["free_x"].copy(), prep["free_x"].copy()

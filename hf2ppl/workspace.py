@@ -532,10 +532,7 @@ def load_patched(base: dict, ops: list, label: str = "patch", *, measurement: st
     except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, KeyError, IndexError, TypeError, ValueError):
         _raise_failing_op(copy.deepcopy(base), ops, 0, label)
     validate(doc, "workspace.json")
-    _check_semantics(doc)
-    idx, meas = _select_measurement(doc, measurement)
-    poi = _resolve_poi(doc, idx, meas, poi_name)
-    return Spec(workspace=doc, measurement=meas, measurement_index=idx, modifier_settings=_normalise_settings(modifier_settings), poi_name=poi)
+    return _spec(doc, measurement, modifier_settings, poi_name)
 
 
 def _raise_failing_op(doc: dict, ops: list[dict], k: int, label: str) -> None:
@@ -764,8 +761,12 @@ def _load(source: Any, measurement: Any, patches: Any, modifier_settings: Any, p
     if patches:
         doc = _apply_patches(doc, patches)
         validate(doc, "workspace.json")
+    return _spec(doc, measurement, modifier_settings, poi_name)
+
+
+def _spec(doc: dict, measurement: Any, modifier_settings: Any, poi_name: Any) -> Spec:
+    """The Spec of a validated workspace document: semantic checks, measurement, settings, POI."""
     _check_semantics(doc)
     idx, meas = _select_measurement(doc, measurement)
-    settings = _normalise_settings(modifier_settings)
     poi = _resolve_poi(doc, idx, meas, poi_name)
-    return Spec(workspace=doc, measurement=meas, measurement_index=idx, modifier_settings=settings, poi_name=poi)
+    return Spec(workspace=doc, measurement=meas, measurement_index=idx, modifier_settings=_normalise_settings(modifier_settings), poi_name=poi)
