@@ -48,6 +48,48 @@ __all__ = [
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
+#: most runs (see :func:`_factor_runs`) for which the free factors are built from slices instead of one gather
+MAX_FACTOR_RUNS = 48
+
+
+def _factor_runs(factor_idx: np.ndarray, one: int):
+    """The factor slots ``factor_idx`` (K, S, B) as runs over the flattened cells, or ``None`` when there are
+    more than :data:`MAX_FACTOR_RUNS` of them.
+
+    Per slot ``k``, a tuple of ``(kind, length, index)`` covering the S·B cells in order: ``kind`` 0 is a run of
+    the neutral index ``one`` (factor 1), 1 a run of one parameter (a normfactor or lumi on a sample: a
+    broadcast), 2 a run of consecutive parameters starting at ``index`` (a shapesys, staterror or shapefactor on
+    a channel: a slice). Built from slices and broadcasts the factors need no gather, whose gradient is a
+    scatter-add (on a CPU as costly as the rest of a small density); slots that are neutral everywhere are left out.
+    """
+    K = factor_idx.shape[0]
+    flat = factor_idx.reshape(K, -1)
+    out, total = [], 0
+    for k in range(K):
+        row, runs, i, n = flat[k], [], 0, flat.shape[1]
+        while i < n:
+            v, j = int(row[i]), i + 1
+            if v == one:
+                while j < n and row[j] == one:
+                    j += 1
+                runs.append((0, j - i, one))
+            elif j < n and row[j] == v:
+                while j < n and row[j] == v:
+                    j += 1
+                runs.append((1, j - i, v))
+            else:
+                while j < n and row[j] == row[j - 1] + 1 and row[j] != one:
+                    j += 1
+                runs.append((2, j - i, v) if j - i > 1 else (1, 1, v))
+            i = j
+        if all(r[0] == 0 for r in runs):
+            continue
+        total += sum(r[0] != 0 for r in runs)
+        if total > MAX_FACTOR_RUNS:
+            return None
+        out.append(tuple(runs))
+    return tuple(out)
+
 
 def _index(idx: np.ndarray):
     """A slice where ``idx`` is a contiguous ascending range (a cheaper read than a gather), else ``idx``."""
@@ -81,6 +123,7 @@ class Tensors:
         self.ext = np.array([0.0, 1.0], dtype=f)
         self.nominal = ir.nominal.astype(f)
         self.factor_idx = ir.factor_idx
+        self.factor_runs = _factor_runs(ir.factor_idx, ir.npars + 1)
         self.normsys_code = ir.normsys_code
         self.histosys_code = ir.histosys_code
         self.bin_channel = ir.bin_channel
@@ -252,7 +295,22 @@ def expected_rates(xp, T: Tensors, theta, nominal=None):
             F = F * (1.0 - 2.0 * (count % 2.0))
         F = F.reshape((S, C))
         rates = rates * F[:, T.bin_channel]  # (S, C) -> (S, B)
-    if T.factor_idx.shape[0]:
+    if T.factor_runs is not None:  # slices and broadcasts of theta, no gather (see _factor_runs)
+        if T.factor_runs:
+            F = None
+            for runs in T.factor_runs:
+                parts = []
+                for kind, n, i in runs:
+                    if kind == 0:
+                        parts.append(xp.asarray(np.ones(n, T.dtype)))
+                    elif kind == 1:
+                        parts.append(theta[i] * xp.asarray(np.ones(n, T.dtype)))
+                    else:
+                        parts.append(theta[i:i + n])
+                f = parts[0] if len(parts) == 1 else xp.concatenate(parts)
+                F = f if F is None else F * f
+            rates = rates * F.reshape((S, B))
+    elif T.factor_idx.shape[0]:
         ext = xp.concatenate([theta, xp.asarray(T.ext)])
         rates = rates * xp.prod(ext[T.factor_idx], axis=0)
     return rates

@@ -205,13 +205,17 @@ class PriorPlan:
             (cls, np.concatenate(idx).astype(np.int32), {k: np.concatenate(v) for k, v in params.items()})
             for cls, (idx, params) in by_cls.items()
         ]
+        from .histfactory import _index
+
+        # a contiguous group is read as a slice (a gather's gradient is a scatter-add)
+        self._reads = [_index(idx) for _cls, idx, _p in self.groups]
 
     def logpdf(self, xp, theta, dtype=None):
         """Sum of the log prior densities of all free components of ``theta``."""
         total = 0.0
-        for cls, idx, params in self.groups:
+        for (cls, _idx, params), read in zip(self.groups, self._reads):
             p = {k: (v.astype(dtype) if dtype is not None else v) for k, v in params.items()}
-            total = total + xp.sum(cls._logpdf(xp, theta[idx], **p))
+            total = total + xp.sum(cls._logpdf(xp, theta[read], **p))
         return total
 
 

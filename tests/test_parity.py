@@ -77,9 +77,10 @@ def test_expected_data_equals_pyhf(case):
                                    ref_model.expected_data(x, include_auxdata=False), rtol=1e-10)
 
 
-@settings(max_examples=int(__import__("os").environ.get("HF2PPL_HYPOTHESIS_EXAMPLES", 500)), deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(max_examples=int(__import__("os").environ.get("HF2PPL_HYPOTHESIS_EXAMPLES", 250)), deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(workspaces())
 def test_random_workspaces_equal_pyhf(case):
+    """250 random workspaces (derandomized; ``HF2PPL_HYPOTHESIS_EXAMPLES=500`` or more for a long run) against pyhf."""
     ws, modifier_settings = case
     pws = pyhf.Workspace(ws)
     ref_model = pws.model(modifier_settings=modifier_settings)
@@ -159,3 +160,42 @@ def test_gradient_matches_finite_differences(shared_dir):
             h = 1e-6
             fd = np.array([(float(f(x + h * e)) - float(f(x - h * e))) / (2 * h) for e in np.eye(len(x))])
             np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", [c[1] for c in CASES], ids=CASE_IDS)
+def test_factor_slices_equal_the_gather(case):
+    """The free factors built from slices and broadcasts (``Tensors.factor_runs``) equal the general gather
+    layout, values and gradients, on every shared workspace (real ones included: ewk2L has too many runs and
+    takes the gather in both, the others the slices)."""
+    ref_model, _ = pyhf_model_and_data(case)
+    _check_factor_layouts(_compile(case), _points(ref_model, 3, seed=3))
+
+
+@pytest.mark.parametrize("name", ["staus_SUSY-2018-04_BkgOnly.json", "ewk2L_SUSY-2018-16_BkgOnly.json"])
+def test_factor_slices_equal_the_gather_real(name):
+    from conftest import WORKSPACES
+
+    m = hf2ppl.compile(str(WORKSPACES / "real" / name), constraints="aux", poi_name=None)
+    init, b = m.suggested_init(), m.suggested_bounds()
+    rng = np.random.default_rng(5)
+    pts = [np.clip(init + rng.uniform(-0.3, 0.3, init.shape), b[:, 0], b[:, 1]) for _ in range(3)]
+    assert (m._T.factor_runs is None) == (name.startswith("ewk2L"))  # 21 runs on staus; ewk2L has more than the cap
+    _check_factor_layouts(m, pts)
+
+
+def _check_factor_layouts(m, points):
+    import copy
+
+    from hf2ppl import histfactory as hf
+    from hf2ppl.xp import jax_namespace
+
+    T = m._T
+    G = copy.copy(T)
+    G.factor_runs = None
+    xp = jax_namespace()
+    for x in points:
+        x = jax.numpy.asarray(x)
+        np.testing.assert_array_equal(np.asarray(hf.expected_rates(xp, T, x)), np.asarray(hf.expected_rates(xp, G, x)))
+        ga = jax.grad(lambda t: hf.logpdf(xp, T, t))(x)
+        gb = jax.grad(lambda t: hf.logpdf(xp, G, t))(x)
+        np.testing.assert_allclose(np.asarray(ga), np.asarray(gb), rtol=1e-12, atol=1e-12)
