@@ -135,7 +135,9 @@ def test_stiff_shapesys_is_sampled_standardised():
     from hf2ppl.infer._nuts import get_layout
 
     assert {"stat", "lumi"} <= set(get_layout(m).standardised)
-    idata, w = caught(hf2ppl.sample, m, chains=2, draws=400, warmup=400, seed=0)
+    # 1000 draws: with 400, the R-hat of the lumi-mu ridge is above 1.01 for 2 of 6 seeds by chance (1.013, 1.0135);
+    # with 1000 its largest over 6 seeds is 1.008
+    idata, w = caught(hf2ppl.sample, m, chains=2, draws=1000, warmup=500, seed=0)
     assert D.ConvergenceWarning not in kinds(w) and D.DivergenceWarning not in kinds(w), [str(x.message) for x in w]
     p = m.ir.par_map["stat"]
     a, tau = p.auxdata[0], p.factors[0]

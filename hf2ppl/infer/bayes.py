@@ -120,13 +120,27 @@ def sample(
         x, stats, sampler = _run_blackjax(model, layout, method, draws, warmup, opts, progress, seed, x0, noise)
     else:
         x, stats, sampler = _run_numpyro(model, layout, method, chains, draws, warmup, opts, progress, seed, x0, noise)
-    idata = assemble(model, x, sample_stats=stats, sampler=sampler, seed=seed, predictive=predictive,
-                     log_likelihood=log_likelihood, prior=prior, x_prior=x_prior,
-                     extra_attrs={"num_chains": chains, "num_draws": draws, "num_warmup": warmup, "seed": seed,
-                                  "method": method, "backend": backend, "standardised": ",".join(layout.standardised)})
-    from .diagnostics import check_mcmc
+    attrs = {"num_chains": chains, "num_draws": draws, "num_warmup": warmup, "seed": seed,
+             "method": method, "backend": backend, "standardised": ",".join(layout.standardised)}
+    from concurrent.futures import ThreadPoolExecutor
 
-    check_mcmc(idata, model)
+    from .diagnostics import _emit, mcmc_findings
+
+    # the checks read the posterior and sample_stats only: they run in a second thread (numpy's sorts and FFTs
+    # release the GIL) while the predictive, log-likelihood and prior groups are computed
+    core = assemble(model, x, sample_stats=stats, sampler=sampler, seed=seed, predictive=False, log_likelihood=False,
+                    prior=False, extra_attrs=attrs)
+    with ThreadPoolExecutor(1) as pool:
+        checks = pool.submit(mcmc_findings, core, model)
+        if predictive or log_likelihood or prior:
+            idata = assemble(model, x, sample_stats=stats, sampler=sampler, seed=seed, predictive=predictive,
+                             log_likelihood=log_likelihood, prior=prior, x_prior=x_prior, extra_attrs=attrs)
+        else:
+            idata = core
+        found = checks.result()
+    msgs = _emit(found, True, stacklevel=3)
+    if msgs:
+        idata.attrs["warnings"] = msgs
     return idata
 
 
