@@ -346,10 +346,13 @@ def poisson_logpdf(xp, n, lam, lgamma_n1=None):
 
     ``lgamma_n1`` optionally supplies a precomputed :math:`\ln\Gamma(n+1)`.
     """
+    lg = xp.gammaln(n + 1.0) if lgamma_n1 is None else lgamma_n1
+    if isinstance(n, np.ndarray) and not np.any(n == 0):  # constant counts, none empty: two selects fewer
+        bad = lam <= 0
+        return xp.where(bad, -np.inf, n * xp.log(xp.where(bad, 1.0, lam)) - lam - lg)
     empty = xp.equal(n, 0)
     bad = (lam <= 0) & ~empty
     safe = xp.where(empty | bad, 1.0, lam)
-    lg = xp.gammaln(n + 1.0) if lgamma_n1 is None else lgamma_n1
     lp = xp.where(empty, -lam, n * xp.log(safe) - lam - lg)
     return xp.where(bad, -np.inf, lp)
 

@@ -210,13 +210,27 @@ class PriorPlan:
         # a contiguous group is read as a slice (a gather's gradient is a scatter-add)
         self._reads = [_index(idx) for _cls, idx, _p in self.groups]
 
-    def logpdf(self, xp, theta, dtype=None):
-        """Sum of the log prior densities of all free components of ``theta``."""
+    def logpdf(self, xp, theta, dtype=None, skip: tuple[int, ...] = ()):
+        """Sum of the log prior densities of all free components of ``theta`` (``skip``: groups left out, e.g.
+        evaluated on the sampler's unconstrained scale, see :meth:`log_scale_terms`)."""
         total = 0.0
-        for (cls, _idx, params), read in zip(self.groups, self._reads):
+        for g, ((cls, _idx, params), read) in enumerate(zip(self.groups, self._reads)):
+            if g in skip:
+                continue
             p = {k: (v.astype(dtype) if dtype is not None else v) for k, v in params.items()}
             total = total + xp.sum(cls._logpdf(xp, theta[read], **p))
         return total
+
+
+def log_scale_terms(cls: type, params: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(c, a, r)`` with ``log p(x) = c + a·log x - r·x`` for a prior family of that form on ``x > 0``
+    (Gamma; ``None`` for the others): a sampler that moves in ``log x`` evaluates it without a logarithm."""
+    if cls is Gamma:
+        k, r = np.asarray(params["concentration"], float), np.asarray(params["rate"], float)
+        from scipy.special import gammaln
+
+        return k * np.log(r) - gammaln(k), k - 1.0, r
+    return None
 
 
 def resolve(ir, user: dict[str, Prior] | None) -> dict[str, Prior]:

@@ -218,6 +218,28 @@ class Layout:
         self._perm = None if len(fixed) == 0 and np.array_equal(free, np.arange(npars)) else perm
         self.shift, self.scale, self.standardised = standardisation(model, kind, self.lo, self.hi)
         self._affine = bool(self.standardised)
+        self._log_priors = self._log_scale_priors(kind)
+
+    def _log_scale_priors(self, kind: np.ndarray) -> list[tuple]:
+        """Prior groups of the form ``c + a·log x - r·x`` (Gamma: the shapesys priors) on components mapped by
+        ``x = exp(z)``: the potential evaluates them as ``c + a·z - r·x``, with no logarithm of ``x`` (it is ``z``).
+        ``[(group, read of the free vector, c, a, r)]``."""
+        from ..histfactory import _index
+        from ..priors import log_scale_terms
+
+        plan = getattr(self.model, "_prior_plan", None)
+        if plan is None:
+            return []
+        pos = np.full(self.model.ir.npars, -1)
+        pos[np.asarray(self.model._free)] = np.arange(self.n)
+        out = []
+        for g, (cls, idx, params) in enumerate(plan.groups):
+            terms = log_scale_terms(cls, params)
+            f = pos[idx]
+            if terms is None or np.any(f < 0) or not np.all((kind[f] == 1) & (self.lo[f] == 0.0)):
+                continue
+            out.append((g, _index(f), *terms))
+        return out
 
     def describe(self) -> dict[str, Any]:
         """{parameter set: (centre, width)} of the standardised sets, on the unconstrained scale."""
@@ -229,6 +251,11 @@ class Layout:
             yield name, scalar, (v[..., off] if scalar else v[..., off:off + n])
 
     def _map(self, z, with_logdet: bool):
+        x, ld, _ = self._map_z(z, with_logdet)
+        return x, ld
+
+    def _map_z(self, z, with_logdet: bool):
+        """``(x, log|dx/du|, z)``: ``z`` is the support bijection's argument (after the standardisation)."""
         import jax
         import jax.numpy as jnp
 
@@ -254,7 +281,7 @@ class Layout:
                     parts.append(lo + jnp.asarray(w, z.dtype) * jnp.clip(jax.nn.sigmoid(zs), finfo.tiny, 1.0 - finfo.eps))
                     if with_logdet:
                         ld = ld + jnp.sum(jnp.asarray(np.log(w), z.dtype) + jax.nn.log_sigmoid(zs) + jax.nn.log_sigmoid(-zs), axis=-1)
-            return (parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)), ld
+            return (parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)), ld, z
         if len(ir):
             parts.append(z[..., ir])
         if len(il):
@@ -274,7 +301,7 @@ class Layout:
         x = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
         if self.inv_order is not None:
             x = x[..., self.inv_order]
-        return x, ld
+        return x, ld, z
 
     def constrain(self, z):
         """``(x, log|dx/dz|)`` for one unconstrained vector ``z`` of shape (n,)."""
@@ -334,12 +361,24 @@ class Layout:
                                (self.model.init_params()[name] for name, *_ in self.sites)])
 
     def potential(self, data=None) -> Callable:
-        """Log density of ``z`` (unconstrained, with the log-Jacobian)."""
+        """Log density of ``z`` (unconstrained, with the log-Jacobian); Gamma priors on ``x = exp(z)`` are
+        evaluated with ``log x = z`` (see :meth:`_log_scale_priors`)."""
+        import jax.numpy as jnp
+
         m = self.model
+        lp_groups = self._log_priors
+        skip = tuple(g for g, *_ in lp_groups)
 
         def logdensity(z, data=data):
-            x, ld = self.constrain(z)
-            return (m.logdensity_flat(self.full(x), data) + ld).astype(z.dtype)
+            if not lp_groups:
+                x, ld = self.constrain(z)
+                return (m.logdensity_flat(self.full(x), data) + ld).astype(z.dtype)
+            x, ld, zb = self._map_z(z, True)
+            lp = m.logdensity_flat(self.full(x), data, skip_priors=skip) + ld
+            for _g, read, c, a, r in lp_groups:
+                f = z.dtype
+                lp = lp + jnp.sum(jnp.asarray(c, f) + jnp.asarray(a, f) * zb[..., read] - jnp.asarray(r, f) * x[..., read])
+            return lp.astype(z.dtype)
 
         return logdensity
 

@@ -208,13 +208,34 @@ def _split(a: np.ndarray) -> np.ndarray:
     return np.concatenate([a[:, :, :half], a[:, :, a.shape[2] - half:]], axis=1)
 
 
+def _average_ranks(flat: np.ndarray) -> np.ndarray:
+    """``scipy.stats.rankdata(flat, method="average", axis=1)`` (1-based; ties get their mean rank), from numpy's
+    unstable argsort (vectorised quicksort: ~7x faster than the stable sort rankdata uses; the order within a
+    tie group does not change its mean rank). MCMC draws have ties: a rejected NUTS proposal repeats a point."""
+    k, n = flat.shape
+    order = np.argsort(flat, axis=1)
+    sv = np.sort(flat, axis=1)  # = flat[order] row by row, and cheaper than that gather
+    pos = np.broadcast_to(np.arange(n), (k, n))
+    first = np.ones((k, n), bool)
+    first[:, 1:] = sv[:, 1:] != sv[:, :-1]
+    ranks_sorted = pos + 1.0
+    if not first.all():  # the mean of a tie group's positions: (first + last) / 2
+        start = np.maximum.accumulate(np.where(first, pos, 0), axis=1)
+        last = np.ones((k, n), bool)
+        last[:, :-1] = first[:, 1:]
+        end = np.minimum.accumulate(np.where(last, pos, n - 1)[:, ::-1], axis=1)[:, ::-1]
+        ranks_sorted = (start + end) / 2.0 + 1.0
+    ranks = np.empty((k, n))
+    np.put_along_axis(ranks, order, ranks_sorted, axis=1)
+    return ranks
+
+
 def _z_scale(a: np.ndarray) -> np.ndarray:
-    from scipy import stats
     from scipy.special import ndtri
 
     k = a.shape[0]
     flat = a.reshape(k, -1)
-    rank = stats.rankdata(flat, method="average", axis=1)
+    rank = _average_ranks(flat)
     return ndtri((rank - 0.375) / (flat.shape[1] + 0.25)).reshape(a.shape)  # norm.ppf without its checks
 
 
@@ -243,6 +264,23 @@ def ess_rhat(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     nan = np.full(k, np.nan)
     if D < 4 or k == 0:
         return nan, nan.copy(), nan.copy()
+    if k > 1 and x.size > PARALLEL_ABOVE:  # two halves of the components in two threads (numpy releases the GIL)
+        from concurrent.futures import ThreadPoolExecutor
+
+        h = k // 2
+        with ThreadPoolExecutor(2) as pool:
+            parts = list(pool.map(_ess_rhat, (x[:h], x[h:])))
+        return tuple(np.concatenate([a, b]) for a, b in zip(*parts))
+    return _ess_rhat(x)
+
+
+#: ``ess_rhat`` splits its components over two threads above this many draws in all
+PARALLEL_ABOVE = 1_000_000
+
+
+def _ess_rhat(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    k, C, D = x.shape
+    nan = np.full(k, np.nan)
     valid = np.all(np.isfinite(x), axis=(1, 2))
     x = np.where(valid[:, None, None], x, 0.0)
     split = _split(x)

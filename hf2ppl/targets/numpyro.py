@@ -182,14 +182,15 @@ class NumPyroModel(CompiledModel):
         """
         return self.logdensity_flat(self.to_theta(params), data)
 
-    def logdensity_flat(self, theta, data: Any = None):
-        """:meth:`logdensity` of a full flat vector (no dict handling; for jit/vmap/grad)."""
+    def logdensity_flat(self, theta, data: Any = None, skip_priors: tuple[int, ...] = ()):
+        """:meth:`logdensity` of a full flat vector (no dict handling; for jit/vmap/grad). ``skip_priors``: prior
+        groups (``PriorPlan.groups`` positions) left out, for a caller that evaluates them itself."""
         main, aux = self._split_data(data)
         xp = self._xp
         lp = hf.main_logpdf(xp, self._T, theta, main)
         if self.constraints == "aux":
             lp = lp + hf.constraint_logpdf(xp, self._T, theta, aux)
-        return lp + self._prior_plan.logpdf(xp, theta, self.dtype)
+        return lp + self._prior_plan.logpdf(xp, theta, self.dtype, skip_priors)
 
     def expected_data(self, params: Any, include_auxdata: bool = True):
         """Expected main counts (and auxdata expectations, pyhf layout), like pyhf's ``expected_data``."""
