@@ -343,6 +343,71 @@ def bench_nbin_handwritten(nbins: int) -> dict:
             "s_per_bin": warm / nbins, "us_per_grad": 1e6 * warm / float(nsteps.sum()) * CHAINS}
 
 
+def bench_same_density(m, label: str, bins: int) -> dict:
+    """Hand-written BlackJAX NUTS (``_handwritten_chain``) on hf2ppl's own potential (``Layout.potential()``:
+    the same density, bijections and standardisation as ``hf2ppl.sample``), started like it: this row
+    isolates the sampler machinery (chunking, folded adaptation, InferenceData, checks) from the density."""
+    import jax
+    import jax.numpy as jnp
+
+    from hf2ppl.infer._nuts import get_layout
+
+    lay = get_layout(m)
+    pot = lay.potential()
+    base = np.asarray(lay.unconstrain(lay.init_x()))
+    z0 = jnp.asarray(np.where(np.isfinite(base), base, 0.0) + np.random.default_rng(0).uniform(-0.5, 0.5, (CHAINS, lay.n)))
+    fn = jax.jit(lambda key, z0: jax.vmap(lambda k, z: _handwritten_chain(pot, k, z))(jax.random.split(key, CHAINS), z0))
+
+    def go():
+        return [np.asarray(a) for a in jax.block_until_ready(fn(jax.random.PRNGKey(0), z0))]
+
+    first, _ = timed(go)
+    warm, (pos, div, nsteps) = warm_min(go, NBIN_REPEAT)
+    x = np.asarray(lay.constrain_only(jnp.asarray(pos)))
+    ess = _ess_per_column(x)
+    names = [p.name for p in m.free_parameters]
+    poi = m.ir.poi_name if m.ir.poi_name in names else names[0]
+    off = sum(p.n_free for p in m.free_parameters[:names.index(poi)])
+    return {"name": f"hand-written BlackJAX on hf2ppl's potential ({label})", "bins": bins, "first_s": first, "warm_s": warm,
+            "mu_ess": float(ess[off]), "min_ess": float(ess.min()), "mu_ess_per_s": float(ess[off]) / warm,
+            "min_ess_per_s": float(ess.min()) / warm, "divergences": int(div.sum()), "mean_tree_depth": None,
+            "s_per_bin": warm / bins, "us_per_grad": 1e6 * warm / float(nsteps.sum()) * CHAINS}
+
+
+def staus_model():
+    """The real staus search (SUSY-2018-04) with its DS_240_120 signal patch: 120 parameters, prior mode."""
+    import hf2ppl
+
+    from common import REAL as real
+
+    return hf2ppl.compile(str(real / "staus_SUSY-2018-04_BkgOnly.json"),
+                          patches=[(str(real / "staus_SUSY-2018-04_patchset.json"), "DS_240_120_Staus")])
+
+
+def bench_model(m, label: str, bins: int, groups: bool = True) -> dict:
+    """hf2ppl.sample on a compiled model (as bench_nbin)."""
+    import arviz as az
+
+    import hf2ppl
+
+    extra = {} if groups else {"predictive": False, "log_likelihood": False, "prior": False}
+
+    def go():
+        return hf2ppl.sample(m, chains=CHAINS, draws=DRAWS, warmup=WARMUP, seed=0, progress=False, **extra)
+
+    first, _ = timed(go)
+    warm, idata = warm_min(go, NBIN_REPEAT)
+    ess = az.ess(idata.posterior)
+    poi = m.ir.poi_name if m.ir.poi_name in ess else next(iter(ess.data_vars))
+    grads = float(idata.sample_stats.n_steps.sum())
+    mu_ess = float(np.min(ess[poi]))
+    min_ess = float(min(float(ess[v].min()) for v in ess.data_vars))
+    return {"name": f"hf2ppl.sample ({label})" + ("" if groups else " (no optional groups)"), "bins": bins, "first_s": first,
+            "warm_s": warm, "mu_ess": mu_ess, "min_ess": min_ess, "mu_ess_per_s": mu_ess / warm, "min_ess_per_s": min_ess / warm,
+            "divergences": int(idata.sample_stats.diverging.sum()), "mean_tree_depth": float(idata.sample_stats.tree_depth.mean()),
+            "s_per_bin": warm / bins, "us_per_grad": 1e6 * warm / grads * CHAINS}
+
+
 def _ess_per_column(x: np.ndarray) -> np.ndarray:
     """Bulk ESS of each column of draws (chains, draws, k)."""
     import arviz as az
@@ -388,6 +453,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--skip-2bin", action="store_true", help="only the n-bin rows")
     ap.add_argument("--no-extra", action="store_true", help="skip EXTRA_ROWS and benchmarks/sampling_pymc.py")
     ap.add_argument("--json", default=None, help="write the results to this file")
+    ap.add_argument("--staus", action="store_true", help="add the real staus workspace (120 parameters) rows")
     args = ap.parse_args(argv)
     if args.quick:
         WARMUP, DRAWS = 200, 500
@@ -430,9 +496,20 @@ def main(argv: list[str] | None = None) -> dict:
               f"{NBIN_REPEAT}; ratio = warm / hand-written BlackJAX warm; load {os.getloadavg()[0]:.2f}")
         print(f"{'engine':<40} {'bins':>5} {'first s':>8} {'warm s':>7} {'ESS(mu)':>8} {'min ESS':>8} {'ESS(mu)/s':>10} "
               f"{'minESS/s':>9} {'us/grad':>8} {'div':>4} {'ratio':>6}")
-        for nbins in [int(b) for b in args.bins.split(",") if b]:
-            ref_nb = bench_nbin_handwritten(nbins)
-            for r in (bench_nbin(nbins), bench_nbin(nbins, groups=False), ref_nb):
+        import hf2ppl
+
+        cases = [(nbins, None) for nbins in [int(b) for b in args.bins.split(",") if b]] + ([(None, "staus")] if args.staus else [])
+        for nbins, real in cases:
+            if real is None:
+                ref_nb = bench_nbin_handwritten(nbins)
+                m = hf2ppl.compile(nbin_workspace(nbins))
+                todo = (bench_nbin(nbins), bench_nbin(nbins, groups=False), bench_same_density(m, "n-bin", nbins), ref_nb)
+            else:  # no density by hand for 120 parameters: the reference is BlackJAX on hf2ppl's potential
+                m = staus_model()
+                bins = int(m.ir.nominal.shape[1])
+                ref_nb = bench_same_density(m, "staus", bins)
+                todo = (bench_model(m, "staus DS_240_120", bins), bench_model(m, "staus DS_240_120", bins, groups=False), ref_nb)
+            for r in todo:
                 r["ratio"] = r["warm_s"] / ref_nb["warm_s"]
                 r["load"] = os.getloadavg()[0]
                 nb.append(r)
