@@ -141,6 +141,32 @@ def test_converged_flag_is_the_edm_criterion():
     assert int(r.status) == 3 and not bool(r.converged)
 
 
+def test_multistart_retires_extra_starts_in_the_primary_basin_only():
+    """solve.multi: an extra start whose Newton target is the primary's minimum stops early (status 4, not
+    converged, fewer iterations than alone); one heading for another, deeper minimum runs to it; without a
+    converged primary nothing is retired."""
+    import jax.numpy as jnp
+
+    from hf2ppl.infer._optimize import STATUS_MESSAGES, make_solver
+
+    # a double well in x[0] (minima near -1 and +1, the one at -1 deeper by ~0.2) times a convex part in x[1:]
+    def f(x, a):
+        return (x[0] ** 2 - 1.0) ** 2 + 0.1 * x[0] + jnp.sum(jnp.cosh(x[1:] - a))
+
+    solve = make_solver(f)
+    lo, hi, fx, a = jnp.full(3, -5.0), jnp.full(3, 5.0), jnp.zeros(3), jnp.asarray([0.5, -0.3])
+    X0 = jnp.asarray([[1.5, 2.0, 2.0], [0.7, -2.0, 1.5], [-1.6, 1.0, 1.0]])
+    r = solve.multi(X0, lo, hi, fx, jnp.asarray([100, 40, 40]), a)
+    alone = solve(X0[1], lo, hi, fx, a)
+    assert int(r.status[0]) == 0 and float(r.x[0, 0]) > 0  # primary: the shallower well
+    assert int(r.status[1]) == 4 and not bool(r.converged[1]) and int(r.niter[1]) < int(alone.niter)
+    assert float(r.fun[1]) >= float(r.fun[0]) and 4 in STATUS_MESSAGES
+    assert int(r.status[2]) == 0 and float(r.x[2, 0]) < 0 and float(r.fun[2]) < float(r.fun[0]) - 0.1  # the deeper well
+    # the primary capped before converging: no reference, nothing retired
+    r = solve.multi(X0, lo, hi, fx, jnp.asarray([1, 40, 40]), a)
+    assert not bool(r.converged[0]) and not np.any(np.asarray(r.status) == 4)
+
+
 # ---------------------------------------------------------------------------------------------- empty bins
 def _empty_bin_ws() -> dict:
     """A bin with zero expected rate in every sample and zero observed (common in real analyses), with a

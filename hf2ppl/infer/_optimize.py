@@ -22,7 +22,17 @@ Stopping rule (Minuit's): the *estimated distance to minimum*
 (NLL), below ``tol``. It is invariant under rescaling of the parameters. ``converged`` is True exactly
 when this criterion holds at a finite point whose free Hessian is positive definite. ``status``:
 ``0`` converged, ``1`` iteration cap, ``2`` stalled (no decrease possible at machine precision
-with EDM above ``tol``), ``3`` non-finite objective at the start point.
+with EDM above ``tol``), ``3`` non-finite objective at the start point, ``4`` retired (below).
+
+Multi-start (:func:`make_solver`'s ``solve.multi``): the primary start runs first; the extra starts then run
+(one after the other) with the primary's minimum :math:`x^*, f^*, H^*` as a reference. An extra start that can
+only end in the primary's basin is retired (``status`` 4, ``converged`` False: it is no candidate minimum): at an
+accepted point with a positive definite free Hessian whose last step was predicted well (:math:`\rho \ge 0.75`),
+its own Newton target :math:`x_N = \Pi(x - H^{-1}g)` lies within
+:math:`\tfrac12 (x_N - x^*)^\top H^* (x_N - x^*) \le` ``retire_tol`` (NLL units) of the primary's minimum and its
+predicted minimum value :math:`f - \mathrm{EDM}` is not below :math:`f^* -` ``retire_tol``: both local quadratic
+models (the start's and the primary's) put the minimum at the same place and depth, so the remaining iterations
+(the quadratic-convergence tail) could only reproduce :math:`x^*`. Starts heading elsewhere, or deeper, run on.
 
 :func:`make_solver` wraps the loop in a ``jax.custom_vjp`` whose backward pass uses the implicit
 function theorem at the optimum, :math:`\partial x^*_F/\partial\eta = -H_{FF}^{-1}\,\partial_\eta g_F`
@@ -42,6 +52,7 @@ STATUS_MESSAGES = {
     1: "iteration limit reached before EDM fell below tolerance",
     2: "stalled: no further decrease possible at machine precision, EDM above tolerance",
     3: "objective is not finite at the start point",
+    4: "stopped early (extra start of a multi-start fit): its Newton step leads to the primary start's minimum",
 }
 
 #: above this many parameters the Hessian is built in blocks of tangents (bounded memory)
@@ -94,11 +105,12 @@ def _masked_solve(H, g, m, lam):
     return jnp.where(ok, p, jnp.zeros_like(p)), ok
 
 
-def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9) -> Callable:
+def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9, retire_tol: float = 2.5e-4) -> Callable:
     """Build ``solve(x0, lo, hi, fixed, *args) -> SolveResult`` minimising ``objective(x, *args)``.
 
     ``fixed`` is a float mask (1.0 = keep at ``x0``). ``tol`` is the EDM tolerance in units of the
-    objective. ``args`` (data, nominal yields...) are differentiable through the custom VJP (implicit
+    objective; ``retire_tol`` (same units) the basin tolerance of ``solve.multi``'s extra starts. ``args`` (data,
+    nominal yields...) are differentiable through the custom VJP (implicit
     function theorem); ``x0, lo, hi, fixed`` are not.
 
     Example:
@@ -130,12 +142,24 @@ def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9) -
         H = lax.map(lambda v: jax.jvp(lambda y: value_and_grad(y, *args)[1], (x,), (v,))[1], eye, batch_size=_HESS_BLOCK)
         return f, g, H
 
-    def edm_of(x, g, H, lo, hi, fixed):
+    def edm_step(x, g, H, lo, hi, fixed):
+        """(EDM, Newton step on the free components) at ``x``; EDM inf where the free Hessian is not PD."""
         m = _free_mask(x, g, lo, hi, fixed).astype(x.dtype)
         p, ok = _masked_solve(H, g, m, jnp.asarray(1e-12, x.dtype))
-        return jnp.where(ok, jnp.maximum(-0.5 * (g * m) @ p, 0.0), jnp.inf)
+        return jnp.where(ok, jnp.maximum(-0.5 * (g * m) @ p, 0.0), jnp.inf), p
 
-    def _run(x0, lo, hi, fixed, *args, cap=None):
+    def edm_of(x, g, H, lo, hi, fixed):
+        return edm_step(x, g, H, lo, hi, fixed)[0]
+
+    def in_ref_basin(x, f, e, p, lo, hi, fixed, ref):
+        """True where the Newton target of a point (EDM ``e``, Newton step ``p``) is the reference minimum."""
+        rx, rf, rH, rok = ref
+        xn = jnp.where(fixed > 0.5, x, jnp.clip(x + p, lo, hi))
+        d = jnp.where(fixed > 0.5, 0.0, xn - rx)
+        dist = 0.5 * d @ (rH @ d)
+        return rok & jnp.isfinite(e) & jnp.isfinite(dist) & (dist <= retire_tol) & (f - e >= rf - retire_tol)
+
+    def _run(x0, lo, hi, fixed, *args, cap=None, ref=None):
         limit = maxiter if cap is None else jnp.minimum(maxiter, cap)
         x0 = jnp.where(fixed > 0.5, x0, jnp.clip(x0, lo, hi))  # fixed values may sit outside the bounds
         dtype = x0.dtype
@@ -143,7 +167,8 @@ def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9) -
         finite0 = jnp.isfinite(f0) & jnp.all(jnp.isfinite(g0)) & jnp.all(jnp.isfinite(H0))
         g0 = jnp.where(finite0, g0, 0.0)
         H0 = jnp.where(finite0, H0, 0.0)
-        e0 = jnp.where(finite0, edm_of(x0, g0, H0, lo, hi, fixed), jnp.inf)
+        e0, p0 = edm_step(x0, g0, H0, lo, hi, fixed)
+        e0 = jnp.where(finite0, e0, jnp.inf)
 
         def cond(s):
             return (s["status"] < 0) & (s["it"] < limit)
@@ -171,7 +196,8 @@ def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9) -
             st = xt - x
             ft, gt, Ht = fgh(xt, *args)
             finite = ok & jnp.isfinite(ft) & jnp.all(jnp.isfinite(gt)) & jnp.all(jnp.isfinite(Ht))
-            et = jnp.where(finite, edm_of(xt, jnp.where(finite, gt, 0.0), jnp.where(finite, Ht, 0.0), lo, hi, fixed), jnp.inf)
+            et, pt = edm_step(xt, jnp.where(finite, gt, 0.0), jnp.where(finite, Ht, 0.0), lo, hi, fixed)
+            et = jnp.where(finite, et, jnp.inf)
             pred = -(g @ st + 0.5 * st @ (H @ st))
             ared = f - ft
             noise = 1e-13 * (1.0 + jnp.abs(f))
@@ -191,11 +217,16 @@ def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9) -
             e2 = jnp.where(accept, et, e)
             stall2 = jnp.where(accept & (jnp.abs(ared) > noise), 0, s["stall"] + 1)
             status = jnp.where(e2 < tol, 0, jnp.where((stall2 >= 8) | (lam2 >= 1e20), 2, -1))
+            if ref is not None:  # an extra start whose Newton target is the primary's minimum: retired
+                retire = accept & (rho >= 0.75) & in_ref_basin(xt, ft, et, pt, lo, hi, fixed, ref)
+                status = jnp.where((status < 0) & retire, 4, status)
             status = jnp.where(active, status, s["status"])
             return dict(x=x2, f=f2, g=g2, H=H2, lam=jnp.where(active, lam2, lam), nu=jnp.where(active, nu2, nu), edm=e2,
                         it=s["it"] + active.astype(s["it"].dtype), status=status, stall=stall2)
 
         status0 = jnp.where(~finite0, 3, jnp.where(e0 < tol, 0, -1))
+        if ref is not None:
+            status0 = jnp.where((status0 < 0) & in_ref_basin(x0, f0, e0, p0, lo, hi, fixed, ref), 4, status0)
         init = dict(x=x0, f=f0, g=g0, H=H0, lam=jnp.asarray(1e-3, dtype), nu=jnp.asarray(2.0, dtype), edm=e0,
                     it=jnp.asarray(0), status=status0, stall=jnp.asarray(0))
         s = lax.while_loop(cond, body, init)
@@ -240,4 +271,26 @@ def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9) -
     # batched fits that need no derivatives may cap the iterations per problem (e.g. extra starts of a
     # multi-start fit): ``solve.capped(x0, lo, hi, fixed, cap, *args)``
     solve.capped = lambda x0, lo, hi, fixed, cap, *args: _run(x0, lo, hi, fixed, *args, cap=cap)
+
+    def multi(X0s, lo, hi, fixed, caps, *args):
+        """Multi-start: ``X0s`` (k, P) start points, ``caps`` (k,) iteration caps; row 0 is the primary start, run
+        first; rows 1.. then run one after the other with the primary's minimum as the reference of the retirement
+        rule (module docstring). Returns a :class:`SolveResult` with leading axis k (no derivatives). One
+        ``lax.scan`` over the starts: the solver is traced and compiled once (a cap of 0 makes a start a no-op
+        padding row), and on CPU sequential starts each stop at their own iteration count (vmapped lockstep lanes
+        all run as long as the slowest one, at about the same cost per lane-iteration on a few cores)."""
+        P = X0s.shape[1]
+        dtype = X0s.dtype
+        ref0 = (jnp.zeros((P,), dtype), jnp.asarray(jnp.inf, dtype), jnp.zeros((P, P), dtype), jnp.asarray(False))
+
+        def step(ref, a):
+            x0, c, j = a
+            r = _run(x0, lo, hi, fixed, *args, cap=c, ref=ref)
+            new = (r.x, r.fun, r.hessian, r.converged)
+            return jax.tree.map(lambda n, o: jnp.where(j == 0, n, o), new, ref), r
+
+        _, rs = lax.scan(step, ref0, (X0s, caps, jnp.arange(X0s.shape[0])))
+        return rs
+
+    solve.multi = multi
     return solve

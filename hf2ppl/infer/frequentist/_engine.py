@@ -23,6 +23,10 @@ ALT_MAXITER = 40
 MULTISTART_MAX_PARS = 200
 #: two local minima are distinct when their 2·NLL differ by more than this
 MULTIMODAL_TOL = 1e-3
+#: an extra start of a multi-start fit is retired (status 4) once its Newton target lies within this distance
+#: (½ δᵀH*δ, NLL units) of the primary start's minimum and its predicted minimum is not deeper by more than
+#: this: a quarter of MULTIMODAL_TOL (which is in units of 2·NLL), see hf2ppl.infer._optimize
+RETIRE_TOL = MULTIMODAL_TOL / 4
 _EXPECTED_NSIGMA = (2.0, 1.0, 0.0, -1.0, -2.0)
 _TOY_PERCENTILES = (2.27501319, 15.86552539, 50.0, 84.13447461, 97.72498681)
 
@@ -157,17 +161,23 @@ class _Kernels:
         slots = sum(int(np.prod(getattr(ir, k).shape)) for k in ("factor_idx", "normsys_idx", "histosys_idx")) + ir.nominal.size
         per_problem = 8.0 * 8 * min(P, _HESS_BLOCK) * slots + 8.0 * 4 * P**2
         self.max_batch = max(4, 1 << int(np.log2(max(4.0, 1e9 / per_problem))))
-        self.solve = make_solver(nll_fit, tol=EDM_TOL, maxiter=MAXITER)
-        self.solve_yields = make_solver(nll, tol=EDM_TOL, maxiter=MAXITER)
+        self.solve = make_solver(nll_fit, tol=EDM_TOL, maxiter=MAXITER, retire_tol=RETIRE_TOL)
+        self.solve_yields = make_solver(nll, tol=EDM_TOL, maxiter=MAXITER, retire_tol=RETIRE_TOL)
         # ONE batched kernel for every fit: start point, bounds, fixed mask, cap and data per problem; the values
         # shared by the batch (one model) or per problem (the models of a scan). Batches are padded to a few
         # bucket sizes so that a structure compiles it only a handful of times; small batches (fits, hypotests)
         # also return the exact Hessian at the minimum, big ones (toys, scans) not.
-        self._batch = {}
+        self._batch, self._multi = {}, {}
         for vaxis in (None, 0):
             batch = jax.vmap(self.solve.capped, in_axes=(0, 0, 0, 0, 0, 0, vaxis))
             self._batch[vaxis, True] = jax.jit(batch)
             self._batch[vaxis, False] = jax.jit(lambda *a, _b=batch: _b(*a)._replace(hessian=None))
+            # multi-start problems: (n, k, P) starts, (n, k) caps; the primary start of each problem first, then its
+            # extra starts, one after the other, with the primary's minimum as the reference of the retirement rule
+            # (_optimize.multi)
+            multi = jax.vmap(self.solve.multi, in_axes=(0, 0, 0, 0, 0, 0, vaxis))
+            self._multi[vaxis, True] = jax.jit(multi)
+            self._multi[vaxis, False] = jax.jit(lambda *a, _b=multi: _b(*a)._replace(hessian=None))
         self._expected_j = {v: jax.jit(jax.vmap(lambda x, vals: expected_full(x, None, vals), in_axes=(0, v))) for v in (None, 0)}
         self._nll_j = {v: jax.jit(jax.vmap(nll_fit, in_axes=(0, 0, v))) for v in (None, 0)}
 
@@ -314,16 +324,48 @@ class _Engine:
         D = np.broadcast_to(np.asarray(D, float), (n, self.B + self.A))
         LO = np.broadcast_to(np.asarray(lo, float), (n, self.P))
         HI = np.broadcast_to(np.asarray(hi, float), (n, self.P))
-        # rows start-major (start j of every problem, then start j+1): the sub-batches of big calls then hold starts
-        # of one kind (warm starts converge in a few iterations, cold ones take more: a vmapped batch runs as long
-        # as its slowest lane); extra starts have a bounded cost
-        caps = np.repeat(np.r_[MAXITER, np.full(k - 1, ALT_MAXITER)], n)
-        rep = np.tile(np.arange(n), k)
-        X = X0s.transpose(1, 0, 2).reshape(n * k, self.P)
-        r = self.solve_many(X, LO[rep], HI[rep], F[rep], D[rep], caps, None if V is None else _rows(V, rep), hessian)
-        order = (np.arange(k)[None, :] * n + np.arange(n)[:, None]).reshape(-1)  # back to problem-major
-        r = {key: (None if v is None else v[order]) for key, v in r.items()}
+        # the primary start (row 0 of each problem) runs first, then the extra starts with a bounded cap and the
+        # primary's minimum as their retirement reference (an extra start in the primary's basin stops early)
+        if k == 1:
+            return self.best(self.solve_many(X0s[:, 0], LO, HI, F, D, None, V, hessian), n, 1)
+        # k padded to 4, 8, ... with no-op starts (cap 0; about one Hessian each): fits (k = 4) and the fixed-POI
+        # fits of hypotests (k = 2) then share one compiled kernel per problem count (scans, V given, use 2 starts
+        # throughout when warm-started: no padding to 4 there)
+        kp = self.bucket(k) if V is not None else max(4, self.bucket(k))
+        caps = np.zeros((n, kp), np.int32)
+        caps[:, 0], caps[:, 1:k] = MAXITER, ALT_MAXITER
+        X = np.concatenate([X0s, np.repeat(X0s[:, :1], kp - k, axis=1)], axis=1)
+        r = self._solve_multi(X, LO, HI, F, D, caps, V, hessian)
+        r = {key: (None if v is None else v[:, :k].reshape((n * k,) + v.shape[2:])) for key, v in r.items()}
         return self.best(r, n, k)
+
+    def _solve_multi(self, X0s, LO, HI, F, D, caps, V, hessian) -> dict:
+        """The multi-start kernel on ``n`` problems x ``k`` starts (arrays as :meth:`solve_best`, all per problem);
+        numpy arrays with leading axes (n, k)."""
+        n, k = X0s.shape[:2]
+        kern = self.k
+        mb = max(1, kern.max_batch // k)
+        if n > mb:  # bounded memory of forward-mode derivatives on big models / big batches
+            parts = [self._solve_multi(X0s[i:i + mb], LO[i:i + mb], HI[i:i + mb], F[i:i + mb], D[i:i + mb], caps[i:i + mb],
+                                       None if V is None else _rows(V, np.arange(i, min(n, i + mb))), False)
+                     for i in range(0, n, mb)]
+            out = {key: np.concatenate([p[key] for p in parts]) for key in self._KEYS}
+            out["hessian"] = None
+            return out
+        e = (max(n, 1) - 1).bit_length()
+        size = self.bucket(n) if V is None else max(n, min(mb, 1 << (e + (e & 1))))
+        if size > n:
+            pad = np.r_[np.arange(n), np.zeros(size - n, int)]
+            X0s, LO, HI, F, D = X0s[pad], LO[pad], HI[pad], F[pad], D[pad]
+            caps = np.concatenate([caps, np.zeros((size - n, k), np.int32)])  # padding problems do no iterations
+            if V is not None:
+                V = _rows(V, pad)
+        with_h = size * k <= 16 if hessian is None else bool(hessian)
+        vals = self.vals if V is None else _tree_jnp(V)
+        r = kern._multi[None if V is None else 0, with_h](*_jnp(X0s, LO, HI, F), np.asarray(caps, np.int32), _jnp(D)[0], vals)
+        out = {key: np.asarray(getattr(r, key))[:n] for key in self._KEYS}
+        out["hessian"] = np.asarray(r.hessian)[:n] if with_h else None
+        return out
 
     def best(self, r: dict, groups: int, per: int) -> dict:
         """Reduce the output of ``groups x per`` problems (row ``g * per + j``: start ``j`` of problem ``g``) to
