@@ -300,42 +300,45 @@ def map_estimate(model: Any, *, init: dict[str, Any] | None = None, maxiter: int
     res = minimize(fun, z0, jac=True, method="L-BFGS-B", options={"maxiter": maxiter, "ftol": tol, "gtol": 1e-8})
     z, fz = np.asarray(res.x, float), float(res.fun)
     edm = np.nan
-    if layout.n <= 500:  # Newton polish: L-BFGS-B's relative-reduction stop can end far (in nats) from the top
-        for _ in range(30):
-            fz, g = fun(z)
-            Hz = np.asarray(hess_z(jnp.asarray(z)), float)
-            try:
-                np.linalg.cholesky(Hz)
-                step = np.linalg.solve(Hz, g)
-            except np.linalg.LinAlgError:
-                edm = np.nan
-                break
-            edm = 0.5 * float(g @ step)
-            if edm < 1e-12:
-                break
-            t = 1.0
-            while t > 1e-6:
-                f_new = fun(z - t * step)[0]
-                if f_new < fz:
-                    z, fz = z - t * step, f_new
+    from .frequentist.fits import _one_blas_thread  # numpy's BLAS vs XLA's threads: see there
+
+    with _one_blas_thread():
+        if layout.n <= 500:  # Newton polish: L-BFGS-B's relative-reduction stop can end far (in nats) from the top
+            for _ in range(30):
+                fz, g = fun(z)
+                Hz = np.asarray(hess_z(jnp.asarray(z)), float)
+                try:
+                    np.linalg.cholesky(Hz)
+                    step = np.linalg.solve(Hz, g)
+                except np.linalg.LinAlgError:
+                    edm = np.nan
                     break
-                t *= 0.5
-            else:
-                break
-    x = np.asarray(layout.constrain_only(jnp.asarray(z)))
-    # components at a bound (the bijection's unconstrained coordinate far out: x within 1e-6 of the width)
-    zraw = layout.shift + layout.scale * z
-    kinds = np.zeros(layout.n, int)
-    kinds[layout.groups[1]], kinds[layout.groups[2]] = 1, 2
-    at_bound = ((kinds == 1) & (zraw < -13.8)) | ((kinds == 2) & (np.abs(zraw) > 13.8))
-    H = np.asarray(hess(jnp.asarray(x)))
-    names = [model.par_names[i] for i in model._free]
-    eig = np.linalg.eigvalsh(0.5 * (H + H.T)) if np.all(np.isfinite(H)) else np.array([np.nan])
-    pd = bool(np.all(np.isfinite(eig)) and eig.min() > 0)
-    try:
-        cov = np.linalg.inv(H)
-    except np.linalg.LinAlgError:
-        cov = np.linalg.pinv(H)
+                edm = 0.5 * float(g @ step)
+                if edm < 1e-12:
+                    break
+                t = 1.0
+                while t > 1e-6:
+                    f_new = fun(z - t * step)[0]
+                    if f_new < fz:
+                        z, fz = z - t * step, f_new
+                        break
+                    t *= 0.5
+                else:
+                    break
+        x = np.asarray(layout.constrain_only(jnp.asarray(z)))
+        # components at a bound (the bijection's unconstrained coordinate far out: x within 1e-6 of the width)
+        zraw = layout.shift + layout.scale * z
+        kinds = np.zeros(layout.n, int)
+        kinds[layout.groups[1]], kinds[layout.groups[2]] = 1, 2
+        at_bound = ((kinds == 1) & (zraw < -13.8)) | ((kinds == 2) & (np.abs(zraw) > 13.8))
+        H = np.asarray(hess(jnp.asarray(x)))
+        names = [model.par_names[i] for i in model._free]
+        eig = np.linalg.eigvalsh(0.5 * (H + H.T)) if np.all(np.isfinite(H)) else np.array([np.nan])
+        pd = bool(np.all(np.isfinite(eig)) and eig.min() > 0)
+        try:
+            cov = np.linalg.inv(H)
+        except np.linalg.LinAlgError:
+            cov = np.linalg.pinv(H)
     d = np.diag(cov)
     sd = np.where(np.isfinite(d) & (d > 0), np.sqrt(np.abs(d)), np.nan)
     converged = bool(res.success) and (np.isfinite(edm) and edm < 1e-4 if layout.n <= 500 else True)
