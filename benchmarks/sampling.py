@@ -249,28 +249,11 @@ NBIN_REPEAT = 3  # warm n-bin timings: the minimum over this many calls
 
 def bench_nbin(nbins: int, groups: bool = True) -> dict:
     """hf2ppl.sample on the n-bin model; ``groups=False``: without the predictive/log-likelihood/prior groups."""
-    import arviz as az
-
     import hf2ppl
 
-    m = hf2ppl.compile(nbin_workspace(nbins))
-    extra = {} if groups else {"predictive": False, "log_likelihood": False, "prior": False}
-
-    def go():
-        return hf2ppl.sample(m, chains=CHAINS, draws=DRAWS, warmup=WARMUP, seed=0, progress=False, **extra)
-
-    first, _ = timed(go)
-    warm, idata = warm_min(go, NBIN_REPEAT)
-    ess = az.ess(idata.posterior)
-    min_ess = float(min(float(ess[v].min()) for v in ess.data_vars))
-    mu_ess = float(ess["mu"])
-    div = int(idata.sample_stats.diverging.sum())
-    depth = float(idata.sample_stats.tree_depth.mean())
-    grads = float(idata.sample_stats.n_steps.sum())
-    return {"name": "hf2ppl.sample" + ("" if groups else " (no optional groups)"), "bins": nbins, "first_s": first,
-            "warm_s": warm, "mu_ess": mu_ess, "min_ess": min_ess, "mu_ess_per_s": mu_ess / warm,
-            "min_ess_per_s": min_ess / warm, "divergences": div, "mean_tree_depth": depth, "s_per_bin": warm / nbins,
-            "us_per_grad": 1e6 * warm / grads * CHAINS}
+    r = bench_model(hf2ppl.compile(nbin_workspace(nbins)), "", nbins, groups)
+    r["name"] = "hf2ppl.sample" + ("" if groups else " (no optional groups)")
+    return r
 
 
 def nbin_logdensity(m):
@@ -376,9 +359,9 @@ def bench_same_density(m, label: str, bins: int) -> dict:
 
 def staus_model():
     """The real staus search (SUSY-2018-04) with its DS_240_120 signal patch: 120 parameters, prior mode."""
-    import hf2ppl
-
     from common import REAL as real
+
+    import hf2ppl
 
     return hf2ppl.compile(str(real / "staus_SUSY-2018-04_BkgOnly.json"),
                           patches=[(str(real / "staus_SUSY-2018-04_patchset.json"), "DS_240_120_Staus")])
