@@ -126,14 +126,14 @@ def _random_workspace_parity(case, seed):
 
 
 @pytest.mark.slow
-@settings(max_examples=int(os.environ.get("HF2PPL_PYMC_EXAMPLES", "60")), deadline=None,
+@settings(max_examples=int(os.environ.get("HF2PPL_PYMC_EXAMPLES", "40")), deadline=None,
           suppress_health_check=list(HealthCheck), derandomize=True)
 @given(workspaces(), st.integers(0, 2**31 - 1))
 def test_random_workspaces_compile_logp_equals_numpyro_and_pyhf(case, seed):
-    """60 random workspaces (derandomized; ``HF2PPL_PYMC_EXAMPLES=200`` for the long run), both constraint modes.
+    """40 random workspaces (derandomized; ``HF2PPL_PYMC_EXAMPLES=200`` for the long run), both constraint modes.
 
     About 2-3 s per workspace on a 2-core machine (PyMC's logp derivation): 200 took 40% of the suite's time,
-    so the default run checks 60 here and 12 fresh random ones in ``test_random_workspaces_quick``."""
+    so the default run checks 40 here and 12 fresh random ones in ``test_random_workspaces_quick``."""
     _random_workspace_parity(case, seed)
 
 
