@@ -198,7 +198,7 @@ def test_zero_rate_bins_fit_and_hypotest_like_pyhf():
     m = hf2ppl.compile(ws, constraints="aux")
     import jax
 
-    g = jax.grad(m.logdensity_flat)(m.suggested_init())
+    g = jax.jit(jax.grad(m.logdensity_flat))(m.suggested_init())
     assert np.all(np.isfinite(np.asarray(g)))
     r = hf2ppl.fit(m)
     assert r.converged and np.all(np.isfinite(r.errors))

@@ -206,7 +206,7 @@ def test_gradient_equals_jax():
     t = pt.vector("t")
     lp = hf.logpdf(m._xp, m._T, t)
     g = pytensor.function([t], pytensor.grad(lp, t), mode=_fast_mode())(th)
-    gj = np.asarray(jax.grad(lambda x: n.logdensity(x))(jax.numpy.asarray(th)))
+    gj = np.asarray(jax.jit(jax.grad(lambda x: n.logdensity(x)))(jax.numpy.asarray(th)))
     np.testing.assert_allclose(g, gj, rtol=1e-8, atol=1e-10)
     # and PyMC's dlogp of the pm.Model is finite at the point
     d = m.model.compile_dlogp(jacobian=False, mode=_fast_mode())(m.value_point(th))

@@ -76,7 +76,7 @@ def test_bkg_only_workspace_without_poi_equals_pyhf():
     np.testing.assert_array_equal(m.suggested_fixed(), ref.config.suggested_fixed())
     data = pws.data(ref)
     x = _points(ref, 4, seed=3)
-    ours = np.asarray(jax.vmap(m.logdensity_flat)(x))
+    ours = np.asarray(jax.jit(jax.vmap(m.logdensity_flat))(x))
     np.testing.assert_allclose(ours, [_pyhf_logpdf(ref, xi, data) for xi in x], rtol=1e-10)
 
 
