@@ -101,9 +101,24 @@ class Spec:
 
 # ---------------------------------------------------------------- schema
 @cache
+def _schema_root():
+    """pyhf's ``schemas`` folder, found without importing pyhf (``import pyhf`` loads its tensor backends:
+    about 1 s of a first ``compile`` in a fresh process)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("pyhf")
+    locs = list(spec.submodule_search_locations or []) if spec is not None else []
+    for loc in locs:
+        if (Path(loc) / "schemas").is_dir():
+            return Path(loc) / "schemas"
+    return resources.files("pyhf") / "schemas"  # e.g. a zipped install: let importlib.resources find it
+
+
+@cache
 def _validator(version: str, schema_name: str, fragment: str = ""):
     """A jsonschema validator for pyhf's ``schema_name`` (optionally a ``#/json/pointer`` fragment of it)."""
-    base = resources.files("pyhf") / "schemas" / version
+    base = _schema_root() / version
     if not base.joinpath(schema_name).is_file():
         raise SchemaError(f"unknown HistFactory schema version {version!r} (pyhf ships {_schema_versions()})", path="/version")
     resources_ = []
@@ -119,7 +134,7 @@ def _validator(version: str, schema_name: str, fragment: str = ""):
 
 
 def _schema_versions() -> list[str]:
-    base = resources.files("pyhf") / "schemas"
+    base = _schema_root()
     return sorted(p.name for p in base.iterdir() if p.is_dir() and p.name[0].isdigit())
 
 
