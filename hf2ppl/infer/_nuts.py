@@ -370,9 +370,6 @@ class Layout:
         skip = tuple(g for g, *_ in lp_groups)
 
         def logdensity(z, data=data):
-            if not lp_groups:
-                x, ld = self.constrain(z)
-                return (m.logdensity_flat(self.full(x), data) + ld).astype(z.dtype)
             x, ld, zb = self._map_z(z, True)
             lp = m.logdensity_flat(self.full(x), data, skip_priors=skip) + ld
             for _g, read, c, a, r in lp_groups:

@@ -294,3 +294,23 @@ def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9, r
 
     solve.multi = multi
     return solve
+
+
+def one_blas_thread():
+    """A context in which numpy's BLAS/LAPACK runs single-threaded. After JAX has run, XLA's CPU threads and
+    OpenBLAS's worker threads contend for the cores: a 120x120 ``np.linalg.inv`` took 50-150 ms instead of
+    0.5 ms on the 2-core machine (most of a warm staus fit). (threadpoolctl: a dependency of hf2ppl.) Used by the frequentist covariance and ``map_estimate``."""
+    global _BLAS_CTL
+    try:
+        if _BLAS_CTL is None:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS_CTL = ThreadpoolController()
+        return _BLAS_CTL.limit(limits=1, user_api="blas")
+    except Exception:  # pragma: no cover - threadpoolctl missing or unable to see the BLAS
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+_BLAS_CTL = None

@@ -300,9 +300,9 @@ def map_estimate(model: Any, *, init: dict[str, Any] | None = None, maxiter: int
     res = minimize(fun, z0, jac=True, method="L-BFGS-B", options={"maxiter": maxiter, "ftol": tol, "gtol": 1e-8})
     z, fz = np.asarray(res.x, float), float(res.fun)
     edm = np.nan
-    from .frequentist.fits import _one_blas_thread  # numpy's BLAS vs XLA's threads: see there
+    from ._optimize import one_blas_thread  # numpy's BLAS vs XLA's threads: see there
 
-    with _one_blas_thread():
+    with one_blas_thread():
         if layout.n <= 500:  # Newton polish: L-BFGS-B's relative-reduction stop can end far (in nats) from the top
             for _ in range(30):
                 fz, g = fun(z)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import FitError, ParameterError
+from .._optimize import one_blas_thread
 from ._engine import _check, _Engine, _engine
 
 
@@ -73,28 +74,10 @@ class FitResult:
         return 2.0 * self.nll
 
 
-def _one_blas_thread():
-    """A context in which numpy's BLAS/LAPACK runs single-threaded. After JAX has run, XLA's CPU threads and
-    OpenBLAS's worker threads contend for the cores: a 120x120 ``np.linalg.inv`` took 50-150 ms instead of
-    0.5 ms on the 2-core machine (most of a warm staus fit). threadpoolctl is a dependency of PyMC."""
-    global _BLAS_CTL
-    try:
-        if _BLAS_CTL is None:
-            from threadpoolctl import ThreadpoolController
-
-            _BLAS_CTL = ThreadpoolController()
-        return _BLAS_CTL.limit(limits=1, user_api="blas")
-    except Exception:  # pragma: no cover - threadpoolctl missing or unable to see the BLAS
-        import contextlib
-
-        return contextlib.nullcontext()
-
-
-_BLAS_CTL = None
 
 
 def _covariance(H: np.ndarray, fixed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    with _one_blas_thread():
+    with one_blas_thread():
         return _covariance_impl(H, fixed)
 
 
