@@ -389,3 +389,165 @@ def constraint_logpdf(xp, T: Tensors, theta, aux=None):
 def logpdf(xp, T: Tensors, theta, main=None, aux=None, nominal=None):
     """pyhf's ``Model.logpdf``: main terms plus constraint terms."""
     return main_logpdf(xp, T, theta, main, nominal) + constraint_logpdf(xp, T, theta, aux)
+
+
+# ====================================================================== exact Hessian, from the structure
+#: the structured Hessian is used while the per-cell derivative matrices (cells x parameters) stay this small
+HESSIAN_MAX_CELLS_X_PARS = 1 << 21
+#: ... and while a cell has at most this many free-factor slots (its second derivatives are products of the others)
+HESSIAN_MAX_FACTOR_SLOTS = 8
+
+
+def hessian_supported(T: Tensors) -> bool:
+    """Whether :func:`logpdf_value_grad_hessian` applies to ``T`` (sizes within the bounds above)."""
+    return (T.n_samples * T.n_bins * (T.npars + 2) <= HESSIAN_MAX_CELLS_X_PARS
+            and len(_live_factor_slots(T)) <= HESSIAN_MAX_FACTOR_SLOTS)
+
+
+def _live_factor_slots(T: Tensors) -> list[int]:
+    one = T.npars + 1
+    return [k for k in range(T.factor_idx.shape[0]) if np.any(T.factor_idx[k] != one)]
+
+
+def _d012(fun, x):
+    """``(f(x), f'(x), f''(x))`` of an elementwise function, by nested forward mode (JAX)."""
+    import jax
+    import jax.numpy as jnp
+
+    t = jnp.ones_like(x)
+    (f, d1), (_, d2) = jax.jvp(lambda y: jax.jvp(fun, (y,), (t,)), (x,), (t,))
+    return f, d1, d2
+
+
+def logpdf_value_grad_hessian(T: Tensors, theta, main=None, aux=None, nominal=None):
+    r"""``(value, gradient (P,), Hessian (P, P))`` of :func:`logpdf` at ``theta``, the derivatives assembled from
+    the model's structure in forward mode (JAX only; no reverse pass).
+
+    Every cell (sample :math:`s`, bin :math:`b`) has the rate :math:`\nu = N\,A\,F` with the normsys product
+    :math:`N = \prod_n f_n(\alpha_n) = \pm e^{\sum_n \ln|f_n|}`, the additive part :math:`A = \nu^0 + \sum_h
+    \Delta_h(\alpha_h)` and the free factors :math:`F = \prod_k \theta_{k}`: each term a function of *one*
+    parameter. With :math:`\ell_1, \ell_2` the first two derivatives of :math:`\ln|f_n|` per entry,
+    :math:`\Delta', \Delta''` those of the histosys variations, :math:`F_{-k}` (:math:`F_{-kl}`) the product of
+    the factors but slot :math:`k` (slots :math:`k, l`), and the per-cell gradient vectors
+    :math:`L = \sum_n \ell_1 e_{\alpha_n}`, :math:`D = \sum_h \Delta' e_{\alpha_h}`, :math:`\Phi = \sum_k F_{-k}
+    e_{\theta_k}` and :math:`\nabla G = F D + A \Phi` (:math:`G = AF`):
+
+    .. math::
+        \nabla\nu = N (G L + \nabla G), \qquad
+        \nabla^2\nu = N\big[G (L L^\top + \mathrm{diag}\,\ell_2) + L\nabla G^\top + \nabla G L^\top
+            + F\,\mathrm{diag}\,\Delta'' + D\Phi^\top + \Phi D^\top + A \textstyle\sum_{k\ne l} F_{-kl}
+            e_{\theta_k} e_{\theta_l}^\top\big]
+
+    and with :math:`\phi_b(\lambda) = -\ln\mathrm{Pois}(n_b|\lambda)`, :math:`\lambda_b = \sum_s \nu_{sb}`,
+    :math:`J = \partial\lambda/\partial\theta`, the NLL's main-term Hessian is
+    :math:`J^\top \mathrm{diag}(\phi'') J + \sum_{sb} \phi'_b \nabla^2\nu_{sb}`; the constraint terms add a
+    diagonal; the gradient is :math:`-J^\top\phi'` plus the constraints'. All of it is a few (cells x P) matrix
+    products instead of P forward-over-reverse passes. The
+    per-entry derivatives are those of :func:`histosys_delta` / :func:`normsys_logfactor` /
+    :func:`poisson_logpdf` themselves (nested forward mode): the same math, equal to ``jax.value_and_grad`` and
+    ``jax.hessian`` of :func:`logpdf` to rounding (tests/test_hessian.py).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from .xp import jax_namespace
+
+    xp = jax_namespace()
+    P, S, B, C = T.npars, T.n_samples, T.n_bins, T.n_channels
+    Q, nc = P + 2, S * B
+    dt = theta.dtype
+    cells = np.arange(nc)
+    A = jnp.asarray(T.nominal if nominal is None else nominal, dt).reshape(-1)
+    if nominal is None:
+        hs_par, hs_cell, hs_lo, hs_hi = T.hs_par_a, T.hs_cell_a, T.hs_lo_a, T.hs_hi_a
+    else:
+        hs_par, hs_cell, hs_lo, hs_hi = T.hs_par, T.hs_cell, T.hs_lo, T.hs_hi
+    Dm = None
+    if hs_par.shape[0]:
+        nom_e = A[hs_cell]
+        dv, d1, d2 = _d012(lambda a: histosys_delta(xp, T.histosys_code, a, hs_lo, nom_e, hs_hi), theta[hs_par])
+        A = A + jax.ops.segment_sum(dv, hs_cell, nc, indices_are_sorted=True)
+        cols_hs = np.unique(hs_par)
+        Dm = jnp.zeros((nc, cols_hs.size), dt).at[hs_cell, np.searchsorted(cols_hs, hs_par)].add(d1)
+    N, L = jnp.ones((nc,), dt), None
+    row = (np.arange(S)[:, None] * C + np.asarray(T.bin_channel)[None, :]).reshape(-1)
+    if T.ns_par.shape[0]:
+        alpha = theta[T.ns_par]
+        lv, l1, l2 = _d012(lambda a: normsys_logfactor(xp, T.normsys_code, a, T.ns_pre)[0], alpha)
+        logF = jax.ops.segment_sum(lv, T.ns_cell, S * C, indices_are_sorted=True)
+        Nc = jnp.exp(jnp.clip(logF, -600.0, 600.0))
+        negative = normsys_logfactor(xp, T.normsys_code, alpha, T.ns_pre)[1]
+        if negative is not None:
+            count = jax.ops.segment_sum(negative.astype(dt), T.ns_cell, S * C, indices_are_sorted=True)
+            Nc = Nc * (1.0 - 2.0 * (count % 2.0))
+        N = Nc[row]
+        cols_ns = np.unique(T.ns_par)
+        L = jnp.zeros((S * C, cols_ns.size), dt).at[T.ns_cell, np.searchsorted(cols_ns, T.ns_par)].add(l1)[row]
+    ext = jnp.concatenate([theta, jnp.asarray(T.ext, dt)])
+    slots = _live_factor_slots(T)
+    idx = [np.asarray(T.factor_idx[k]).reshape(-1) for k in slots]
+    fv = [ext[i] for i in idx]
+
+    def prod_except(*skip):
+        out = jnp.ones((nc,), dt)
+        for j, v in enumerate(fv):
+            if j not in skip:
+                out = out * v
+        return out
+
+    F = prod_except()
+    # the derivative matrices have one column per parameter that enters them (few of the P, on real models)
+    cols_f = np.unique(np.concatenate(idx)) if idx else np.zeros(0, int)
+    cols_f = cols_f[cols_f < P]
+    Phi = None
+    if cols_f.size:
+        Phi = jnp.zeros((nc, cols_f.size), dt)
+        for j, i in enumerate(idx):
+            sel = i < P
+            Phi = Phi.at[cells[sel], np.searchsorted(cols_f, i[sel])].add(prod_except(j)[sel])
+    lam = (N * A * F).reshape(S, B).sum(axis=0)
+    n = T.observed if main is None else main
+    lg = T.lgamma_observed if main is None else None
+    phi, phi1, phi2 = _d012(lambda x: -poisson_logpdf(xp, n, x, lg), lam)
+    wN = jnp.tile(phi1, S) * N  # phi'_b N per cell (cells are sample-major)
+    G = A * F
+    # grad G = F D + A Phi on the columns cols_g = (histosys parameters, factor parameters)
+    parts, cols = [], []
+    if Dm is not None:
+        parts.append(F[:, None] * Dm)
+        cols.append(cols_hs)
+    if Phi is not None:
+        parts.append(A[:, None] * Phi)
+        cols.append(cols_f)
+    gradG = None if not parts else (parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1))
+    cols_g = None if not cols else np.concatenate(cols)
+    H = jnp.zeros((Q, Q), dt)
+    diag = jnp.zeros((Q,), dt)
+    # Gauss-Newton part J^T diag(phi'') J, J = d lambda / d theta (B, Q)
+    J = jnp.zeros((B, Q), dt)
+    if L is not None:
+        J = J.at[:, cols_ns].add(((N * G)[:, None] * L).reshape(S, B, -1).sum(axis=0))
+    if gradG is not None:
+        J = J.at[:, cols_g].add((N[:, None] * gradG).reshape(S, B, -1).sum(axis=0))
+    H = H + J.T @ (phi2[:, None] * J)
+    if L is not None:
+        H = H.at[np.ix_(cols_ns, cols_ns)].add(L.T @ ((wN * G)[:, None] * L))
+        if gradG is not None:
+            X = L.T @ (wN[:, None] * gradG)
+            H = H.at[np.ix_(cols_ns, cols_g)].add(X).at[np.ix_(cols_g, cols_ns)].add(X.T)
+        q = jax.ops.segment_sum(wN * G, row, S * C)
+        diag = diag + jax.ops.segment_sum(q[T.ns_cell] * l2, T.ns_par, Q)
+    if Dm is not None:
+        diag = diag + jax.ops.segment_sum((wN * F)[hs_cell] * d2, hs_par, Q)
+        if Phi is not None:
+            Y = Dm.T @ (wN[:, None] * Phi)
+            H = H.at[np.ix_(cols_hs, cols_f)].add(Y).at[np.ix_(cols_f, cols_hs)].add(Y.T)
+    wNA = wN * A
+    for j in range(len(idx)):
+        for k in range(j + 1, len(idx)):
+            c = wNA * prod_except(j, k)
+            H = H.at[idx[j], idx[k]].add(c).at[idx[k], idx[j]].add(c)
+    H = H + jnp.diag(diag)
+    # the constraint terms: each a function of one parameter, so their Hessian is diagonal (= H @ 1)
+    (c, gc), (_, hc) = jax.jvp(jax.value_and_grad(lambda t: constraint_logpdf(xp, T, t, aux)), (theta,), (jnp.ones_like(theta),))
+    return c - jnp.sum(phi), gc - (J.T @ phi1)[:P], jnp.diag(hc) - H[:P, :P]

@@ -55,6 +55,9 @@ STATUS_MESSAGES = {
     4: "stopped early (extra start of a multi-start fit): its Newton step leads to the primary start's minimum",
 }
 
+#: damping at or below which an iteration takes the undamped Newton step (computed with the EDM; no second
+#: factorisation): relative to diag|H| this changes a step by far less than the acceptance test can see
+NEWTON_DAMPING = 1e-6
 #: above this many parameters the Hessian is built in blocks of tangents (bounded memory)
 _HESS_BLOCK = 128
 
@@ -105,11 +108,15 @@ def _masked_solve(H, g, m, lam):
     return jnp.where(ok, p, jnp.zeros_like(p)), ok
 
 
-def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9, retire_tol: float = 2.5e-4) -> Callable:
+def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9, retire_tol: float = 2.5e-4,
+                value_grad_hessian: Callable | None = None) -> Callable:
     """Build ``solve(x0, lo, hi, fixed, *args) -> SolveResult`` minimising ``objective(x, *args)``.
 
     ``fixed`` is a float mask (1.0 = keep at ``x0``). ``tol`` is the EDM tolerance in units of the
-    objective; ``retire_tol`` (same units) the basin tolerance of ``solve.multi``'s extra starts. ``args`` (data,
+    objective; ``retire_tol`` (same units) the basin tolerance of ``solve.multi``'s extra starts. ``value_grad_hessian``:
+    ``value_grad_hessian(x, *args) -> (f, g, H)``, the objective with its exact gradient and Hessian by a cheaper
+    route (the model's structure, see :func:`hf2ppl.histfactory.logpdf_value_grad_hessian`); default:
+    reverse-mode gradient and forward-over-reverse Hessian by autodiff of ``objective``. ``args`` (data,
     nominal yields...) are differentiable through the custom VJP (implicit
     function theorem); ``x0, lo, hi, fixed`` are not.
 
@@ -134,6 +141,8 @@ def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9, r
             return g, f
 
         P = x.shape[0]
+        if value_grad_hessian is not None:
+            return value_grad_hessian(x, *args)
         eye = jnp.eye(P, dtype=x.dtype)
         if P <= _HESS_BLOCK:
             g, H, f = jax.vmap(lambda v: jax.jvp(gf, (x,), (v,), has_aux=True), out_axes=(None, 0, None))(eye)
@@ -179,16 +188,18 @@ def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9, r
             # raise the damping until the damped matrix is positive definite *before* spending an evaluation of
             # f, g, H on a trial point (factorisations are cheap; an indefinite Hessian far from the minimum
             # otherwise costs one wasted evaluation per doubling of lambda)
+            # below NEWTON_DAMPING the damping is negligible: the undamped Newton step of the EDM computation at x
+            # (same free set) is the step, and the iteration needs one factorisation instead of two
             def pd_cond(c):
                 return ~c[2] & (c[0] < 1e20)
 
             def pd_body(c):
-                lam_c = jnp.minimum(c[0] * 10.0, 1e20)
+                lam_c = jnp.where(c[3], c[0], jnp.minimum(c[0] * 10.0, 1e20))
                 p_c, ok_c = _masked_solve(H, g, m, lam_c)
-                return lam_c, p_c, ok_c
+                return lam_c, p_c, ok_c, jnp.asarray(False)
 
-            p0, ok0 = _masked_solve(H, g, m, lam)
-            lam, p, ok = lax.while_loop(pd_cond, pd_body, (lam, p0, ok0))
+            newton = (lam <= NEWTON_DAMPING) & jnp.isfinite(e)
+            lam, p, ok, _ = lax.while_loop(pd_cond, pd_body, (lam, s["pN"], newton, jnp.asarray(True)))
             # a lane of a vmapped batch that is already done evaluates at its own point (no wasted work on a wild
             # trial point, where products of extreme factors run into slow subnormal arithmetic)
             active = (s["status"] < 0) & (s["it"] < limit)
@@ -215,6 +226,7 @@ def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9, r
             g2 = jnp.where(accept, gt, g)
             H2 = jnp.where(accept, Ht, H)
             e2 = jnp.where(accept, et, e)
+            pN2 = jnp.where(accept, pt, s["pN"])
             stall2 = jnp.where(accept & (jnp.abs(ared) > noise), 0, s["stall"] + 1)
             status = jnp.where(e2 < tol, 0, jnp.where((stall2 >= 8) | (lam2 >= 1e20), 2, -1))
             if ref is not None:  # an extra start whose Newton target is the primary's minimum: retired
@@ -222,13 +234,13 @@ def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9, r
                 status = jnp.where((status < 0) & retire, 4, status)
             status = jnp.where(active, status, s["status"])
             return dict(x=x2, f=f2, g=g2, H=H2, lam=jnp.where(active, lam2, lam), nu=jnp.where(active, nu2, nu), edm=e2,
-                        it=s["it"] + active.astype(s["it"].dtype), status=status, stall=stall2)
+                        it=s["it"] + active.astype(s["it"].dtype), status=status, stall=stall2, pN=pN2)
 
         status0 = jnp.where(~finite0, 3, jnp.where(e0 < tol, 0, -1))
         if ref is not None:
             status0 = jnp.where((status0 < 0) & in_ref_basin(x0, f0, e0, p0, lo, hi, fixed, ref), 4, status0)
         init = dict(x=x0, f=f0, g=g0, H=H0, lam=jnp.asarray(1e-3, dtype), nu=jnp.asarray(2.0, dtype), edm=e0,
-                    it=jnp.asarray(0), status=status0, stall=jnp.asarray(0))
+                    it=jnp.asarray(0), status=status0, stall=jnp.asarray(0), pN=p0)
         s = lax.while_loop(cond, body, init)
         status = jnp.where(s["status"] < 0, 1, s["status"])
         x, f, g = s["x"], s["f"], s["g"]

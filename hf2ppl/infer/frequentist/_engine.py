@@ -157,12 +157,29 @@ class _Kernels:
             return jnp.concatenate([main, aux])
 
         self.nll, self.nll_fit, self.expected_full = nll, nll_fit, expected_full
-        # bytes of one problem's Hessian intermediates ~ tangents per block x modifier slots x samples x bins
-        slots = sum(int(np.prod(getattr(ir, k).shape)) for k in ("factor_idx", "normsys_idx", "histosys_idx")) + ir.nominal.size
-        per_problem = 8.0 * 8 * min(P, _HESS_BLOCK) * slots + 8.0 * 4 * P**2
+        # the exact Hessian from the model's structure (a few cells x parameters matrix products) where it applies,
+        # else forward-over-reverse autodiff; flat priors only (a user's prior enters the NLL as an opaque term)
+        self.structured = plan is None and hf.hessian_supported(T)
+        fgh_fit = fgh_yields = None
+        if self.structured:
+            def _neg(fgh):
+                return -fgh[0], -fgh[1], -fgh[2]
+
+            def fgh_fit(x, data, vals):
+                return _neg(hf.logpdf_value_grad_hessian(T.bind(vals), x, data[:B], data[B:]))
+
+            def fgh_yields(x, data, nominal, vals):
+                return _neg(hf.logpdf_value_grad_hessian(T.bind(vals), x, data[:B], data[B:], nominal=nominal))
+
+            # bytes of one problem's Hessian intermediates: a few (cells x parameters) matrices and (P, P) ones
+            per_problem = 8.0 * 8 * T.n_samples * T.n_bins * (P + 2) + 8.0 * 8 * P**2
+        else:
+            # ~ tangents per block x modifier slots x samples x bins
+            slots = sum(int(np.prod(getattr(ir, k).shape)) for k in ("factor_idx", "normsys_idx", "histosys_idx")) + ir.nominal.size
+            per_problem = 8.0 * 8 * min(P, _HESS_BLOCK) * slots + 8.0 * 4 * P**2
         self.max_batch = max(4, 1 << int(np.log2(max(4.0, 1e9 / per_problem))))
-        self.solve = make_solver(nll_fit, tol=EDM_TOL, maxiter=MAXITER, retire_tol=RETIRE_TOL)
-        self.solve_yields = make_solver(nll, tol=EDM_TOL, maxiter=MAXITER, retire_tol=RETIRE_TOL)
+        self.solve = make_solver(nll_fit, tol=EDM_TOL, maxiter=MAXITER, retire_tol=RETIRE_TOL, value_grad_hessian=fgh_fit)
+        self.solve_yields = make_solver(nll, tol=EDM_TOL, maxiter=MAXITER, retire_tol=RETIRE_TOL, value_grad_hessian=fgh_yields)
         # ONE batched kernel for every fit: start point, bounds, fixed mask, cap and data per problem; the values
         # shared by the batch (one model) or per problem (the models of a scan). Batches are padded to a few
         # bucket sizes so that a structure compiles it only a handful of times; small batches (fits, hypotests)
