@@ -55,9 +55,10 @@ STATUS_MESSAGES = {
     4: "stopped early (extra start of a multi-start fit): its Newton step leads to the primary start's minimum",
 }
 
-#: damping at or below which an iteration takes the undamped Newton step (computed with the EDM; no second
-#: factorisation): relative to diag|H| this changes a step by far less than the acceptance test can see
-NEWTON_DAMPING = 1e-6
+#: damping (relative to diag|H|) at or below which an iteration takes the undamped Newton step computed with
+#: the EDM (no second factorisation): the initial damping, so that steps are damped only once the acceptance
+#: test has rejected a Newton step or the Hessian is not positive definite
+NEWTON_DAMPING = 1e-3
 #: above this many parameters the Hessian is built in blocks of tangents (bounded memory)
 _HESS_BLOCK = 128
 
@@ -92,19 +93,20 @@ def _proj_grad_norm(x, g, lo, hi, fixed):
 def _masked_solve(H, g, m, lam):
     """Solve ``(H_FF + lam * D_F) p = -g_F`` on the free components (mask ``m``) by Cholesky.
 
-    Returns ``(p, ok)``; ``ok`` is False when the damped matrix is not positive definite.
+    Returns ``(p, ok)``; ``ok`` is False when the damped matrix is not positive definite. (LAPACK's factorisation
+    without input symmetrisation on the transposed matrix, which is the same for a symmetric one and spares XLA's
+    layout copy; positive definiteness read from the factor's diagonal: on failure the factor is all NaN.)
     """
     import jax.numpy as jnp
-    from jax.scipy.linalg import cho_solve
+    from jax import lax
 
-    P = H.shape[0]
     d = jnp.abs(jnp.diagonal(H))
     scale = jnp.where(d > 1e-300, d, 1.0)
-    A = H * m[:, None] * m[None, :] + jnp.diag(lam * scale * m + (1.0 - m))
-    L = jnp.linalg.cholesky(A)
-    ok = jnp.all(jnp.isfinite(L)) if P else jnp.asarray(True)
-    Ls = jnp.where(ok, L, jnp.eye(P, dtype=H.dtype))
-    p = cho_solve((Ls, True), -g * m) * m
+    A = (H * (m[:, None] * m[None, :])).T + jnp.diag(lam * scale * m + (1.0 - m))
+    L = lax.linalg.cholesky(A, symmetrize_input=False)
+    ok = jnp.all(jnp.isfinite(jnp.diagonal(L)))
+    y = lax.linalg.triangular_solve(L, (-g * m)[:, None], left_side=True, lower=True)
+    p = lax.linalg.triangular_solve(L, y, left_side=True, lower=True, transpose_a=True)[:, 0] * m
     return jnp.where(ok, p, jnp.zeros_like(p)), ok
 
 
