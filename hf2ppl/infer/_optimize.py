@@ -221,7 +221,14 @@ def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9, r
             accept = active & finite & (descent | roundoff)
             # Nielsen's damping update
             lam_acc = lam * jnp.maximum(0.1, 1.0 - (2.0 * jnp.clip(rho, 0.0, 1.0) - 1.0) ** 3)
-            lam2 = jnp.clip(jnp.where(accept, lam_acc, lam * nu), 1e-15, 1e20)
+            # a rejected step: at least Nielsen's lam * nu, and enough damping to shorten the step to the minimum
+            # t* of the parabola through f, the slope g.s and f(x + s) (steps shrink about as 1 / (1 + lam));
+            # a non-finite trial point: ten times more
+            gs = g @ st
+            curv = ft - f - gs
+            tstar = jnp.clip(jnp.where(finite & (gs < 0) & (curv > 0), -gs / (2.0 * jnp.where(curv > 0, curv, 1.0)), 0.1), 0.05, 0.5)
+            lam_rej = jnp.where(finite, jnp.maximum(lam * nu, (1.0 + lam) / tstar - 1.0), lam * nu * 10.0)
+            lam2 = jnp.clip(jnp.where(accept, lam_acc, lam_rej), 1e-15, 1e20)
             nu2 = jnp.where(accept, 2.0, nu * 2.0)
             x2 = jnp.where(accept, xt, x)
             f2 = jnp.where(accept, ft, f)
