@@ -289,3 +289,33 @@ def test_poi_less_model_fits_like_pyhf_and_refuses_poi_calls():
     ws2 = copy.deepcopy(ws)
     ws2["measurements"][0]["config"]["poi"] = ""
     assert hf2ppl.compile(ws2, constraints="aux").poi_name is None
+
+
+@pytest.mark.parametrize("name", ["SRee_SRmm_SRem_3channel.json", "bimodal"])
+def test_sequential_and_vmapped_problems_agree(name, monkeypatch):
+    """The multi-start kernels run their problems one after the other on a CPU and as vmap lanes on an
+    accelerator (``_engine.sequential_problems``): the same fits, hypotests and limits either way (the vmap
+    path is what a GPU runs, checked here on the CPU)."""
+    import importlib
+
+    eng_mod = importlib.import_module("hf2ppl.infer.frequentist._engine")
+    ws = _bimodal_ws() if name == "bimodal" else json.loads((WORKSPACES / name).read_text())
+    out = {}
+    for mode in ("sequential", "vmap"):
+        monkeypatch.setenv("HF2PPL_PROBLEMS", mode)
+        eng_mod._KERNELS.clear()
+        m = hf2ppl.compile(ws, constraints="aux")
+        assert eng_mod._kernels(m).sequential == (mode == "sequential")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            f = hf2ppl.fit(m)
+            obs, exp = hf2ppl.hypotest(m, 1.0, return_expected_set=True)
+            lim = hf2ppl.upper_limit(m, scan=np.linspace(0.1, 5.0, 7)) if name != "bimodal" else (obs, exp)
+        out[mode] = (f.nll, f.x, obs, exp, lim)
+    eng_mod._KERNELS.clear()
+    a, b = out["sequential"], out["vmap"]
+    assert a[0] == pytest.approx(b[0], abs=1e-9)
+    np.testing.assert_allclose(a[1], b[1], atol=1e-5)
+    np.testing.assert_allclose(np.r_[a[2], np.ravel(a[3])], np.r_[b[2], np.ravel(b[3])], rtol=1e-7, atol=1e-12)
+    np.testing.assert_allclose(np.ravel(np.concatenate([np.atleast_1d(a[4][0]), np.ravel(a[4][1])])),
+                               np.ravel(np.concatenate([np.atleast_1d(b[4][0]), np.ravel(b[4][1])])), rtol=1e-7)

@@ -80,16 +80,18 @@ def prepare_many(eng: _Engine, M: Models, test_stat: str, starts: int | None = N
                 converged=r1["converged"][:G] & r1["converged"][G:], fits=r1)
 
 
-def at_mu(eng: _Engine, mus: np.ndarray, prep: dict, d: np.ndarray, opts: tuple, test_stat: str) -> dict:
+def at_mu(eng: _Engine, mus: np.ndarray, prep: dict, d: np.ndarray, opts: tuple, test_stat: str, warm=None) -> dict:
     """:func:`at_mu_many` for one model and dataset at each μ of ``mus``."""
     mus = np.asarray(mus, float)
-    return at_mu_many(eng, Models.one(eng, d, opts), np.zeros(mus.size, int), mus, prep, test_stat)
+    return at_mu_many(eng, Models.one(eng, d, opts), np.zeros(mus.size, int), mus, prep, test_stat, warm)
 
 
-def at_mu_many(eng: _Engine, M: Models, gidx: np.ndarray, mus: np.ndarray, prep: dict, test_stat: str) -> dict:
+def at_mu_many(eng: _Engine, M: Models, gidx: np.ndarray, mus: np.ndarray, prep: dict, test_stat: str,
+               warm: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """Asymptotic p-values of model ``gidx[i]`` at ``mus[i]`` for every ``i``: the fixed-POI fits to data and
-    to Asimov, each from two starts (warm: the unconditional fit with the POI moved to μ; cold: the start
-    point, so that no basin is inherited), all in one call. ``prep``: :func:`prepare_many` of ``M``."""
+    to Asimov, each from two starts (warm: the unconditional fit with the POI moved to μ, or row ``i`` of
+    ``warm = (data fits, Asimov fits)`` (n, P) where given, e.g. the fixed-POI fits at a nearby μ; cold: the
+    start point, so that no basin is inherited), all in one call. ``prep``: :func:`prepare_many` of ``M``."""
     from scipy.stats import norm
 
     poi = eng.poi
@@ -97,8 +99,9 @@ def at_mu_many(eng: _Engine, M: Models, gidx: np.ndarray, mus: np.ndarray, prep:
     gidx = np.asarray(gidx, int)
     n = mus.size
     g2 = np.r_[gidx, gidx]
-    warm = np.concatenate([prep["free_x"][gidx], prep["freeA_x"][gidx]])
-    X = np.stack([warm, M.X0[g2]], axis=1)
+    if warm is None:
+        warm = (prep["free_x"][gidx], prep["freeA_x"][gidx])
+    X = np.stack([np.concatenate(warm), M.X0[g2]], axis=1)
     X[:, :, poi] = np.concatenate([mus, mus])[:, None]
     F = M.FX[g2].astype(float)
     F[:, poi] = 1.0
