@@ -297,8 +297,8 @@ def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9, r
         """Multi-start: ``X0s`` (k, P) start points, ``caps`` (k,) iteration caps; row 0 is the primary start, run
         first; rows 1.. then run one after the other with the primary's minimum as the reference of the retirement
         rule (module docstring). Returns a :class:`SolveResult` with leading axis k (no derivatives). One
-        ``lax.scan`` over the starts: the solver is traced and compiled once (a cap of 0 makes a start a no-op
-        padding row), and on CPU sequential starts each stop at their own iteration count (vmapped lockstep lanes
+        ``lax.scan`` over the starts: the solver is traced and compiled once (a cap of 0 makes a start a padding row
+        that costs nothing where the problems are not vmapped: NLL inf, status 1), and on CPU sequential starts each stop at their own iteration count (vmapped lockstep lanes
         all run as long as the slowest one, at about the same cost per lane-iteration on a few cores)."""
         P = X0s.shape[1]
         dtype = X0s.dtype
@@ -306,7 +306,16 @@ def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9, r
 
         def step(ref, a):
             x0, c, j = a
-            r = _run(x0, lo, hi, fixed, *args, cap=c, ref=ref)
+
+            def run():
+                return _run(x0, lo, hi, fixed, *args, cap=c, ref=ref)
+
+            def skip():  # a padding start (cap 0): no evaluation at all where the cond is not batched (lax.map)
+                return jax.tree.map(lambda t: jnp.zeros(t.shape, t.dtype), jax.eval_shape(run))._replace(
+                    x=x0, fun=jnp.asarray(jnp.inf, dtype), edm=jnp.asarray(jnp.inf, dtype),
+                    status=jnp.asarray(1, jax.eval_shape(run).status.dtype))
+
+            r = lax.cond(c > 0, run, skip)
             new = (r.x, r.fun, r.hessian, r.converged)
             return jax.tree.map(lambda n, o: jnp.where(j == 0, n, o), new, ref), r
 

@@ -400,7 +400,9 @@ class _Engine:
             out["hessian"] = None
             return out
         e = (max(n, 1) - 1).bit_length()
-        size = self.bucket(n) if V is None else max(n, min(mb, 1 << (e + (e & 1))))
+        # one model's problems: at least 2 (a fit's one problem padded), so that fit and hypotest (2 problems)
+        # share one compiled kernel; a padding problem costs nothing when the problems run sequentially
+        size = max(2, self.bucket(n)) if V is None else max(n, min(mb, 1 << (e + (e & 1))))
         if size > n:
             pad = np.r_[np.arange(n), np.zeros(size - n, int)]
             X0s, LO, HI, F, D = X0s[pad], LO[pad], HI[pad], F[pad], D[pad]
