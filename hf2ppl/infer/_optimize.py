@@ -60,7 +60,7 @@ STATUS_MESSAGES = {
 #: test has rejected a Newton step or the Hessian is not positive definite
 NEWTON_DAMPING = 1e-3
 #: above this many parameters the Hessian is built in blocks of tangents (bounded memory)
-_HESS_BLOCK = 128
+_HESS_BLOCK = 64
 
 
 class SolveResult(NamedTuple):
