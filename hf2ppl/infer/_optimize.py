@@ -311,9 +311,8 @@ def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9, r
                 return _run(x0, lo, hi, fixed, *args, cap=c, ref=ref)
 
             def skip():  # a padding start (cap 0): no evaluation at all where the cond is not batched (lax.map)
-                return jax.tree.map(lambda t: jnp.zeros(t.shape, t.dtype), jax.eval_shape(run))._replace(
-                    x=x0, fun=jnp.asarray(jnp.inf, dtype), edm=jnp.asarray(jnp.inf, dtype),
-                    status=jnp.asarray(1, jax.eval_shape(run).status.dtype))
+                inf, zero, i0 = jnp.asarray(jnp.inf, dtype), jnp.zeros((), dtype), jnp.asarray(0)
+                return SolveResult(x0, inf, zero, i0, jnp.asarray(False), jnp.zeros((P, P), dtype), inf, i0 + 1)
 
             r = lax.cond(c > 0, run, skip)
             new = (r.x, r.fun, r.hessian, r.converged)

@@ -92,7 +92,7 @@ def at_mu_many(eng: _Engine, M: Models, gidx: np.ndarray, mus: np.ndarray, prep:
     to Asimov, each from two starts (warm: the unconditional fit with the POI moved to μ, or row ``i`` of
     ``warm = (data fits, Asimov fits)`` (n, P) where given, e.g. the fixed-POI fits at a nearby μ; cold: the
     start point, so that no basin is inherited), all in one call. ``prep``: :func:`prepare_many` of ``M``."""
-    from scipy.stats import norm
+    from scipy.special import ndtr  # = scipy.stats.norm.cdf, without importing scipy.stats (0.8 s on a first call)
 
     poi = eng.poi
     mus = np.asarray(mus, float)
@@ -115,10 +115,10 @@ def at_mu_many(eng: _Engine, M: Models, gidx: np.ndarray, mus: np.ndarray, prep:
             ts = np.where(sq <= sqA, sq - sqA, (q - qA) / (2.0 * sqA))
         else:
             ts = sq - sqA
-        clsb, clb = norm.cdf(-(ts + sqA)), norm.cdf(-ts)
+        clsb, clb = ndtr(-(ts + sqA)), ndtr(-ts)
         nsig = np.asarray(_EXPECTED_NSIGMA)
-        clsb_e = norm.cdf(-(nsig[None, :] + sqA[:, None]))
-        clb_e = np.broadcast_to(norm.cdf(-nsig), clsb_e.shape)
+        clsb_e = ndtr(-(nsig[None, :] + sqA[:, None]))
+        clb_e = np.broadcast_to(ndtr(-nsig), clsb_e.shape)
         return dict(q=q, qA=qA, ts=ts, clsb=clsb, clb=clb, cls=clsb / clb, clsb_exp=clsb_e, clb_exp=clb_e,
                     cls_exp=clsb_e / clb_e, fixed_fit=r["x"][:n], fixed_fit_asimov=r["x"][n:],
                     converged=r["converged"][:n] & r["converged"][n:] & prep["converged"][gidx],

@@ -306,11 +306,14 @@ def significance(model: Any, data: Any = None, *, init: Any = None, bounds: Any 
         >>> s = hf2ppl.significance(m)  # doctest: +SKIP
         >>> s.z_observed, s.z_expected  # doctest: +SKIP
     """
-    from scipy.stats import norm
+    from scipy.special import ndtri
+
+    def isf(p):  # = scipy.stats.norm.isf, without importing scipy.stats
+        return -ndtri(p)
 
     p_obs, band = hypotest(model, 0.0, data, test_stat="q0", return_expected_set=True, init=init, bounds=bounds, fixed=fixed)
     band = np.asarray(band, float)
-    return SignificanceResult(float(p_obs), float(norm.isf(p_obs)), float(band[2]), float(norm.isf(band[2])), band, norm.isf(band))
+    return SignificanceResult(float(p_obs), float(isf(p_obs)), float(band[2]), float(isf(band[2])), band, isf(band))
 
 
 # ====================================================================== differentiable functional API
