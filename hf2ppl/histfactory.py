@@ -409,14 +409,22 @@ def _live_factor_slots(T: Tensors) -> list[int]:
     return [k for k in range(T.factor_idx.shape[0]) if np.any(T.factor_idx[k] != one)]
 
 
-def _d012(fun, x):
-    """``(f(x), f'(x), f''(x))`` of an elementwise function, by nested forward mode (JAX)."""
+def _d012(fun, x, has_aux=False):
+    """``(f(x), f'(x), f''(x))`` of an elementwise function, by nested forward mode (JAX); with ``has_aux``
+    (``fun`` returns ``(f, aux)``) also ``aux``."""
     import jax
     import jax.numpy as jnp
 
     t = jnp.ones_like(x)
-    (f, d1), (_, d2) = jax.jvp(lambda y: jax.jvp(fun, (y,), (t,)), (x,), (t,))
-    return f, d1, d2
+    if not has_aux:
+        (f, d1), (_, d2) = jax.jvp(lambda y: jax.jvp(fun, (y,), (t,)), (x,), (t,))
+        return f, d1, d2
+    def inner(y):
+        f, d1, aux = jax.jvp(fun, (y,), (t,), has_aux=True)
+        return (f, d1), aux
+
+    (f, d1), (_, d2), aux = jax.jvp(inner, (x,), (t,), has_aux=True)
+    return f, d1, d2, aux
 
 
 def logpdf_value_grad_hessian(T: Tensors, theta, main=None, aux=None, nominal=None):
@@ -473,10 +481,9 @@ def logpdf_value_grad_hessian(T: Tensors, theta, main=None, aux=None, nominal=No
     row = (np.arange(S)[:, None] * C + np.asarray(T.bin_channel)[None, :]).reshape(-1)
     if T.ns_par.shape[0]:
         alpha = theta[T.ns_par]
-        lv, l1, l2 = _d012(lambda a: normsys_logfactor(xp, T.normsys_code, a, T.ns_pre)[0], alpha)
+        lv, l1, l2, negative = _d012(lambda a: normsys_logfactor(xp, T.normsys_code, a, T.ns_pre), alpha, has_aux=True)
         logF = jax.ops.segment_sum(lv, T.ns_cell, S * C, indices_are_sorted=True)
         Nc = jnp.exp(jnp.clip(logF, -600.0, 600.0))
-        negative = normsys_logfactor(xp, T.normsys_code, alpha, T.ns_pre)[1]
         if negative is not None:
             count = jax.ops.segment_sum(negative.astype(dt), T.ns_cell, S * C, indices_are_sorted=True)
             Nc = Nc * (1.0 - 2.0 * (count % 2.0))

@@ -94,8 +94,8 @@ def _masked_solve(H, g, m, lam):
     """Solve ``(H_FF + lam * D_F) p = -g_F`` on the free components (mask ``m``) by Cholesky.
 
     Returns ``(p, ok)``; ``ok`` is False when the damped matrix is not positive definite. (LAPACK's factorisation
-    without input symmetrisation on the transposed matrix, which is the same for a symmetric one and spares XLA's
-    layout copy; positive definiteness read from the factor's diagonal: on failure the factor is all NaN.)
+    without JAX's input symmetrisation, which the matrix does not need: the factorisation reads one triangle;
+    positive definiteness read from the factor's diagonal: on failure the factor is all NaN.)
     """
     import jax.numpy as jnp
     from jax import lax
@@ -158,9 +158,6 @@ def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9, r
         m = _free_mask(x, g, lo, hi, fixed).astype(x.dtype)
         p, ok = _masked_solve(H, g, m, jnp.asarray(1e-12, x.dtype))
         return jnp.where(ok, jnp.maximum(-0.5 * (g * m) @ p, 0.0), jnp.inf), p
-
-    def edm_of(x, g, H, lo, hi, fixed):
-        return edm_step(x, g, H, lo, hi, fixed)[0]
 
     def in_ref_basin(x, f, e, p, lo, hi, fixed, ref):
         """True where the Newton target of a point (EDM ``e``, Newton step ``p``) is the reference minimum."""
@@ -297,9 +294,9 @@ def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9, r
         """Multi-start: ``X0s`` (k, P) start points, ``caps`` (k,) iteration caps; row 0 is the primary start, run
         first; rows 1.. then run one after the other with the primary's minimum as the reference of the retirement
         rule (module docstring). Returns a :class:`SolveResult` with leading axis k (no derivatives). One
-        ``lax.scan`` over the starts: the solver is traced and compiled once (a cap of 0 makes a start a padding row
-        that costs nothing where the problems are not vmapped: NLL inf, status 1), and on CPU sequential starts each stop at their own iteration count (vmapped lockstep lanes
-        all run as long as the slowest one, at about the same cost per lane-iteration on a few cores)."""
+        ``lax.scan`` over the starts: the solver is traced and compiled once. A cap of 0 makes a start a padding
+        row (NLL inf, status 1) that costs nothing where the problems are not vmapped. Sequential starts each stop
+        at their own iteration count (vmapped lockstep lanes all run as long as the slowest one)."""
         P = X0s.shape[1]
         dtype = X0s.dtype
         ref0 = (jnp.zeros((P,), dtype), jnp.asarray(jnp.inf, dtype), jnp.zeros((P, P), dtype), jnp.asarray(False))

@@ -116,7 +116,8 @@ def sequential_problems() -> bool:
     ``vmap`` lanes: on a CPU backend (the default there), where lanes run in lockstep, each iteration of a lane
     costs about as much as a whole single-problem iteration and every lane waits for the slowest (the
     hypotest's two multi-start fits: 59 -> 31 ms, a warm 57-point staus scan 8.0 -> 4.6 s); vmapped on an
-    accelerator, whose lanes run in parallel. ``HF2PPL_PROBLEMS=vmap`` or ``=sequential`` overrides."""
+    accelerator, whose lanes run in parallel. ``HF2PPL_PROBLEMS=vmap`` or ``=sequential`` overrides (read when a
+    model structure's kernels are built)."""
     import os
 
     choice = os.environ.get("HF2PPL_PROBLEMS", "auto").strip().lower()
@@ -375,7 +376,7 @@ class _Engine:
         # primary's minimum as their retirement reference (an extra start in the primary's basin stops early)
         if k == 1:
             return self.best(self.solve_many(X0s[:, 0], LO, HI, F, D, None, V, hessian), n, 1)
-        # k padded to 4, 8, ... with no-op starts (cap 0; about one Hessian each): fits (k = 4) and the fixed-POI
+        # k padded to 4, 8, ... with padding starts (cap 0, skipped): fits (k = 4) and the fixed-POI
         # fits of hypotests (k = 2) then share one compiled kernel per problem count (scans, V given, use 2 starts
         # throughout when warm-started: no padding to 4 there)
         kp = self.bucket(k) if V is not None else max(4, self.bucket(k))

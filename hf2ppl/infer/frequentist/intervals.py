@@ -143,16 +143,15 @@ def upper_limit(
     seen_v: list[np.ndarray] = []
     diags: list[dict] = []
 
-    fits_mu: list[np.ndarray] = []
-    fits_x: list[tuple[np.ndarray, np.ndarray]] = []
+    fits_x: list[tuple[np.ndarray, np.ndarray]] = []  # the fixed-POI fits (data, Asimov) at each seen_mu
 
     def nearest_fits(mus: np.ndarray):
         """Warm starts of the fixed-POI fits at ``mus``: the fits at the nearest μ evaluated so far (the root
         finder's points close in on the limits, where fits from the unconditional fit take many iterations),
         with the POI moved; the cold start of at_mu keeps any basin from being inherited."""
-        if not fits_mu:
+        if not seen_mu:
             return None
-        allm = np.concatenate(fits_mu)
+        allm = np.concatenate(seen_mu)
         xd, xa = (np.concatenate([f[i] for f in fits_x]) for i in (0, 1))
         j = np.argmin(np.abs(allm[None, :] - mus[:, None]), axis=1)
         return xd[j], xa[j]
@@ -161,11 +160,10 @@ def upper_limit(
         """(n, 6) CLs values: observed then the 5 expected."""
         mus = np.asarray(mus, float)
         out = at_mu(eng, mus, prep, d, opts, test_stat, warm=nearest_fits(mus))
-        fits_mu.append(mus)
         fits_x.append((np.asarray(out["fixed_fit"]), np.asarray(out["fixed_fit_asimov"])))
         v = np.concatenate([np.asarray(out["cls"])[:, None], np.asarray(out["cls_exp"])], axis=1)
         diags.append(out["diag"])
-        seen_mu.append(np.asarray(mus, float))
+        seen_mu.append(mus)
         seen_v.append(v)
         return v
 
