@@ -247,12 +247,13 @@ def bench_numpyro_handwritten() -> dict:
 NBIN_REPEAT = 3  # warm n-bin timings: the minimum over this many calls
 
 
-def bench_nbin(nbins: int, groups: bool = True) -> dict:
-    """hf2ppl.sample on the n-bin model; ``groups=False``: without the predictive/log-likelihood/prior groups."""
+def bench_nbin(nbins: int, groups: bool = True, chain_method: str | None = None) -> dict:
+    """hf2ppl.sample on the n-bin model; ``groups=False``: without the predictive/log-likelihood/prior groups;
+    ``chain_method``: passed on (default: hf2ppl's, parallel chains on a CPU)."""
     import hf2ppl
 
-    r = bench_model(hf2ppl.compile(nbin_workspace(nbins)), "", nbins, groups)
-    r["name"] = "hf2ppl.sample" + ("" if groups else " (no optional groups)")
+    r = bench_model(hf2ppl.compile(nbin_workspace(nbins)), "", nbins, groups, chain_method)
+    r["name"] = "hf2ppl.sample" + ("" if groups else " (no optional groups)") + (f" [{chain_method}]" if chain_method else "")
     return r
 
 
@@ -367,13 +368,15 @@ def staus_model():
                           patches=[(str(real / "staus_SUSY-2018-04_patchset.json"), "DS_240_120_Staus")])
 
 
-def bench_model(m, label: str, bins: int, groups: bool = True) -> dict:
+def bench_model(m, label: str, bins: int, groups: bool = True, chain_method: str | None = None) -> dict:
     """hf2ppl.sample on a compiled model (as bench_nbin)."""
     import arviz as az
 
     import hf2ppl
 
     extra = {} if groups else {"predictive": False, "log_likelihood": False, "prior": False}
+    if chain_method:
+        extra["chain_method"] = chain_method
 
     def go():
         return hf2ppl.sample(m, chains=CHAINS, draws=DRAWS, warmup=WARMUP, seed=0, progress=False, **extra)
@@ -385,7 +388,8 @@ def bench_model(m, label: str, bins: int, groups: bool = True) -> dict:
     grads = float(idata.sample_stats.n_steps.sum())
     mu_ess = float(np.min(ess[poi]))
     min_ess = float(min(float(ess[v].min()) for v in ess.data_vars))
-    return {"name": f"hf2ppl.sample ({label})" + ("" if groups else " (no optional groups)"), "bins": bins, "first_s": first,
+    return {"name": f"hf2ppl.sample ({label})" + ("" if groups else " (no optional groups)")
+            + (f" [{chain_method}]" if chain_method else ""), "bins": bins, "first_s": first,
             "warm_s": warm, "mu_ess": mu_ess, "min_ess": min_ess, "mu_ess_per_s": mu_ess / warm, "min_ess_per_s": min_ess / warm,
             "divergences": int(idata.sample_stats.diverging.sum()), "mean_tree_depth": float(idata.sample_stats.tree_depth.mean()),
             "s_per_bin": warm / bins, "us_per_grad": 1e6 * warm / grads * CHAINS}
@@ -486,12 +490,14 @@ def main(argv: list[str] | None = None) -> dict:
             if real is None:
                 ref_nb = bench_nbin_handwritten(nbins)
                 m = hf2ppl.compile(nbin_workspace(nbins))
-                todo = (bench_nbin(nbins), bench_nbin(nbins, groups=False), bench_same_density(m, "n-bin", nbins), ref_nb)
+                todo = (bench_nbin(nbins), bench_nbin(nbins, groups=False), bench_nbin(nbins, chain_method="vectorized"),
+                        bench_same_density(m, "n-bin", nbins), ref_nb)
             else:  # no density by hand for 120 parameters: the reference is BlackJAX on hf2ppl's potential
                 m = staus_model()
                 bins = int(m.ir.nominal.shape[1])
                 ref_nb = bench_same_density(m, "staus", bins)
-                todo = (bench_model(m, "staus DS_240_120", bins), bench_model(m, "staus DS_240_120", bins, groups=False), ref_nb)
+                todo = (bench_model(m, "staus DS_240_120", bins), bench_model(m, "staus DS_240_120", bins, groups=False),
+                        bench_model(m, "staus DS_240_120", bins, chain_method="vectorized"), ref_nb)
             for r in todo:
                 r["ratio"] = r["warm_s"] / ref_nb["warm_s"]
                 r["load"] = os.getloadavg()[0]

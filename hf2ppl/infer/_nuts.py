@@ -15,7 +15,8 @@ where ``x = T(z)`` maps each component according to its prior's support (interva
 scaled sigmoid, positive → exp, real → identity; the bijections of NumPyro's ``biject_to``).
 BlackJAX's NUTS/HMC kernel is traced once: Stan's window adaptation is folded
 into the step (step size and mass matrix are carried as runtime values), the
-steps run in jitted ``lax.scan`` chunks of fixed length with chains ``vmap``-ed,
+steps run in jitted ``lax.scan`` chunks of fixed length with chains ``vmap``-ed (on a CPU, one
+group of chains per core, each group driven from its own host thread: :func:`chain_threads`),
 and the compiled chunk is cached on the model, so a second call does not
 retrace, whatever its number of warmup steps or draws.
 """
@@ -31,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Layout", "safe_noise", "make_step", "blackjax_chain_fn", "ChunkedSampler", "auto_progress", "Progress", "get_cache", "get_layout",
+__all__ = ["Layout", "safe_noise", "make_step", "blackjax_chain_fn", "ChunkedSampler", "chain_threads", "auto_progress", "Progress", "get_cache", "get_layout",
            "stan_schedule", "KERNEL_ALIASES"]
 
 #: user-facing kernel kwargs → canonical names
@@ -623,6 +624,30 @@ def blackjax_chain_fn(layout: Layout, *, method: str, warmup: int, draws: int, o
     return chain
 
 
+def chain_threads(chains: int, chain_method: str | None = None) -> int:
+    """How many host threads run the chains: ``"vectorized"`` → 1 (all chains ``vmap``-ed in one
+    execution); ``"parallel"`` → one per usable core, at most one per chain; ``None`` (default) →
+    ``"parallel"`` on a CPU backend (two XLA executions launched from two threads run on two cores at once,
+    while one ``vmap``-ed execution uses one core), ``"vectorized"`` on an accelerator, whose lanes already run
+    in parallel. ``HF2PPL_CHAINS=vectorized|parallel`` sets the default."""
+    from ..errors import ParameterError
+
+    choice = chain_method if chain_method is not None else os.environ.get("HF2PPL_CHAINS", "auto").strip().lower()
+    if choice not in ("auto", "vectorized", "parallel"):
+        raise ParameterError(f"chain_method must be 'vectorized' or 'parallel', got {choice!r}")
+    if choice == "auto":
+        import jax
+
+        choice = "parallel" if jax.default_backend() == "cpu" else "vectorized"
+    if choice == "vectorized":
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(int(chains), cores))
+
+
 class ChunkedSampler:
     """Chains ``vmap``-ed, steps in jitted ``lax.scan`` chunks of fixed length, driven from Python.
 
@@ -631,6 +656,11 @@ class ChunkedSampler:
     recompile. The chain initialisation (unconstraining the inits, the first
     gradient) happens inside the first chunk, so a first call compiles one function only. The
     Python loop dispatches the chunks asynchronously (or blocks per chunk to drive a progress bar).
+
+    With ``threads`` > 1 the chains are split into that many equal groups (the last padded with copies
+    of its first chain, whose draws are dropped, so that one compiled chunk serves every group), each
+    group driven from its own host thread: on a CPU the groups run on separate cores. Chain ``i`` gets
+    the same random stream (``split(PRNGKey(seed), chains)[i]``) and start whatever the grouping.
     """
 
     def __init__(self, layout: Layout, *, method: str, opts: dict[str, Any], chunk: int = 500,
@@ -640,12 +670,11 @@ class ChunkedSampler:
         self.layout, self.chunk = layout, int(chunk)
         init, step = make_step(layout, method=method, opts=opts)
 
-        def init_chains(seed, z0, potential=None):
-            keys = jax.random.split(jax.random.PRNGKey(seed), z0.shape[0])
+        def init_chains(keys, z0, potential=None):
             return jax.vmap(lambda k, z: init(k, z, potential=potential))(keys, z0)
 
-        def run_chunk(carry, xs, seed, z0, first):
-            carry = jax.lax.cond(first, lambda c: init_chains(seed, z0), lambda c: c, carry)
+        def run_chunk(carry, xs, keys, z0, first):
+            carry = jax.lax.cond(first, lambda c: init_chains(keys, z0), lambda c: c, carry)
 
             def maybe_step(c, x):  # steps past the end of the run (last chunk) are skipped
                 return jax.lax.cond(x[4], step, lambda c, x: (c, step.empty_out(c[1].position)), c, x)
@@ -660,43 +689,84 @@ class ChunkedSampler:
         self._init_shape = init_chains
         self._chunk = jax.jit(run_chunk, compiler_options=compiler_options)
         self._dummy: dict[int, Any] = {}
+        self._compiled: dict[tuple, Any] = {}
+        self._lock = threading.Lock()
 
-    def _dummy_carry(self, seed, z0):
+    def _dummy_carry(self, keys, z0):
         import jax
         import jax.numpy as jnp
 
         c = z0.shape[0]
         if c not in self._dummy:  # shapes only: trace the init with a trivial potential (cheap)
-            shapes = jax.eval_shape(lambda *a: self._init_shape(*a, potential=lambda z: -0.5 * jnp.sum(z * z)), seed, z0)
+            shapes = jax.eval_shape(lambda *a: self._init_shape(*a, potential=lambda z: -0.5 * jnp.sum(z * z)), keys, z0)
             self._dummy[c] = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
         return self._dummy[c]
 
-    def run(self, seed: int, x0: np.ndarray, noise: np.ndarray, *, warmup: int, draws: int,
-            progress: Progress | None = None) -> dict[str, np.ndarray]:
-        """Run ``warmup + draws`` steps per chain; returns host arrays (chains, draws, ...).
-
-        ``x0``: constrained initial free vector (n,); ``noise``: (chains, n) jitter added on the
-        unconstrained scale; ``seed``: integer seed of the chains' random streams.
-        """
+    def _executable(self, args):
+        """The chunk compiled for these argument shapes, once (ahead of time, so that threads starting
+        together do not each compile it)."""
         import jax
 
-        seed = np.uint32(seed % 2**32)
-        z0 = self.layout.unconstrain(np.asarray(x0, dtype=noise.dtype))
-        z0 = np.where(np.isfinite(z0), z0, 0.0) + noise
-        carry = self._dummy_carry(seed, z0)
+        sig = tuple((np.shape(a), np.result_type(a).str) for a in jax.tree.leaves(args))
+        with self._lock:
+            if sig not in self._compiled:
+                self._compiled[sig] = self._chunk.lower(*args).compile()
+            return self._compiled[sig]
+
+    def _run_group(self, keys, z0, warmup, draws, done=None, g=0):
+        import jax
+
+        carry = self._dummy_carry(keys, z0)
         total, ch = warmup + draws, self.chunk
         outs = []
         for start in range(0, total, ch):
             xs = step_inputs(warmup, start, start + ch, total)
-            carry, out = self._chunk(carry, xs, seed, z0, np.bool_(start == 0))
+            args = (carry, xs, keys, z0, np.bool_(start == 0))
+            carry, out = self._executable(args)(*args)
             if start + ch > warmup:  # keep only chunks that hold draws
                 lo, hi = max(warmup - start, 0), min(total - start, ch)
                 outs.append((lo, hi, out))
-            if progress is not None:
+            if done is not None:
                 jax.block_until_ready(carry)
-                progress.set(min(start + ch, total), "warmup" if start + ch <= warmup else "sampling")
+                done(g, min(start + ch, total))
         host = jax.device_get([o for *_, o in outs])
-        res = {}
-        for k in host[0]:
-            res[k] = np.concatenate([h[k][:, lo:hi] for (lo, hi, _), h in zip(outs, host)], axis=1)
+        return {k: np.concatenate([h[k][:, lo:hi] for (lo, hi, _), h in zip(outs, host)], axis=1) for k in host[0]}
+
+    def run(self, seed: int, x0: np.ndarray, noise: np.ndarray, *, warmup: int, draws: int,
+            progress: Progress | None = None, threads: int = 1) -> dict[str, np.ndarray]:
+        """Run ``warmup + draws`` steps per chain; returns host arrays (chains, draws, ...).
+
+        ``x0``: constrained initial free vector (n,); ``noise``: (chains, n) jitter added on the
+        unconstrained scale; ``seed``: integer seed of the chains' random streams; ``threads``: host
+        threads driving groups of chains (see the class docstring).
+        """
+        import jax
+
+        chains = noise.shape[0]
+        keys = np.asarray(jax.random.split(jax.random.PRNGKey(np.uint32(seed % 2**32)), chains))
+        z0 = self.layout.unconstrain(np.asarray(x0, dtype=noise.dtype))
+        z0 = np.where(np.isfinite(z0), z0, 0.0) + noise
+        threads = max(1, min(int(threads), chains))
+        done = None
+        if progress is not None:
+            steps = [0] * threads
+
+            def done(g, n):
+                steps[g] = n
+                m = min(steps)
+                progress.set(m, "warmup" if m <= warmup else "sampling")
+
+        if threads == 1:
+            return self._run_group(keys, z0, warmup, draws, done)
+        size = -(-chains // threads)
+        pad = np.r_[np.arange(chains), np.zeros(size * threads - chains, int)]  # padding: copies of chain 0
+        groups = [pad[g * size:(g + 1) * size] for g in range(threads)]
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._executable((self._dummy_carry(keys[groups[0]], z0[groups[0]]), step_inputs(warmup, 0, self.chunk, warmup + draws),
+                          keys[groups[0]], z0[groups[0]], np.bool_(True)))  # compile before the threads start
+        with ThreadPoolExecutor(threads) as pool:
+            futs = [pool.submit(self._run_group, keys[idx], z0[idx], warmup, draws, done, g) for g, idx in enumerate(groups)]
+            parts = [f.result() for f in futs]
+        res = {k: np.concatenate([p[k] for p in parts], axis=0)[:chains] for k in parts[0]}
         return res

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ParameterError
-from ._nuts import ChunkedSampler, Layout, Progress, auto_progress, canonical_kernel_kwargs, get_cache, get_layout, safe_noise
+from ._nuts import ChunkedSampler, Layout, chain_threads, Progress, auto_progress, canonical_kernel_kwargs, get_cache, get_layout, safe_noise
 
 if TYPE_CHECKING:  # pragma: no cover
     import arviz
@@ -60,6 +60,7 @@ def sample(
     predictive: bool = True,
     log_likelihood: bool = True,
     prior: bool = True,
+    chain_method: str | None = None,
     **kernel_kwargs: Any,
 ) -> arviz.InferenceData:
     """Draw from the posterior of a compiled model with NUTS or HMC.
@@ -68,12 +69,16 @@ def sample(
         model: a model from :func:`hf2ppl.compile` (``target="numpyro"``; ``"pymc"`` models are
             handed to the PyMC sampler).
         method: ``"nuts"`` or ``"hmc"`` (static trajectory length ``num_steps``, default 16).
-        chains: number of chains, vectorised (``vmap``) on one device.
+        chains: number of chains.
         draws, warmup: draws kept per chain and adaptation steps per chain (Stan's window adaptation
             of step size and diagonal mass matrix).
         seed: integer seed (same seed → same draws).
         backend: ``"blackjax"`` (fast path: cached jitted ``lax.scan`` chunks, see docs/bayes.md) or ``"numpyro"``
             (``numpyro.infer.MCMC``, ``chain_method="vectorized"``).
+        chain_method: how the fast path runs the chains: ``"vectorized"`` (``vmap``-ed in one execution),
+            ``"parallel"`` (groups of chains driven from one host thread per CPU core: on a CPU each core runs
+            its chains), or ``None``: parallel on a CPU backend, vectorized on an accelerator
+            (``HF2PPL_CHAINS`` sets the default). Chain ``i`` has the same random stream either way.
         progress: show a progress bar; ``None`` → only in an interactive terminal or notebook.
         predictive, log_likelihood, prior: add the ``posterior_predictive``, ``log_likelihood``
             and ``prior``/``prior_predictive`` groups.
@@ -106,6 +111,7 @@ def sample(
         if int(v) != v or v < lo:
             raise ParameterError(f"{name} must be an integer >= {lo}, got {v!r}")
     opts = canonical_kernel_kwargs(kernel_kwargs)
+    threads = chain_threads(chains, chain_method)
     progress = auto_progress() if progress is None else bool(progress)
     from .idata import assemble, draw_prior
 
@@ -117,7 +123,7 @@ def sample(
     noise = safe_noise(layout, x0, noise)  # every chain starts where the log density and gradient are finite
     x_prior = draw_prior(model, PRIOR_DRAWS, rng) if prior else None
     if backend == "blackjax":
-        x, stats, sampler = _run_blackjax(model, layout, method, draws, warmup, opts, progress, seed, x0, noise)
+        x, stats, sampler = _run_blackjax(model, layout, method, draws, warmup, opts, progress, seed, x0, noise, threads)
     else:
         x, stats, sampler = _run_numpyro(model, layout, method, chains, draws, warmup, opts, progress, seed, x0, noise)
     attrs = {"num_chains": chains, "num_draws": draws, "num_warmup": warmup, "seed": seed,
@@ -144,7 +150,7 @@ def sample(
     return idata
 
 
-def _run_blackjax(model, layout, method, draws, warmup, opts, progress, seed, x0, noise):
+def _run_blackjax(model, layout, method, draws, warmup, opts, progress, seed, x0, noise, threads=1):
     """Draws and sampler statistics from the cached chunked sampler (see :mod:`hf2ppl.infer._nuts`)."""
     ck = ("blackjax", method, tuple(sorted((k, v) for k, v in opts.items() if k != "init_jitter")))
     cache = get_cache(model)
@@ -153,13 +159,15 @@ def _run_blackjax(model, layout, method, draws, warmup, opts, progress, seed, x0
     sampler = cache[ck]
     if progress:
         with Progress(warmup + draws, "warmup") as bar:
-            out = sampler.run(seed, x0, noise, warmup=warmup, draws=draws, progress=bar)
+            out = sampler.run(seed, x0, noise, warmup=warmup, draws=draws, progress=bar, threads=threads)
     else:
-        out = sampler.run(seed, x0, noise, warmup=warmup, draws=draws)
+        out = sampler.run(seed, x0, noise, warmup=warmup, draws=draws, threads=threads)
     x = out.pop("x")
     stats = {k: np.asarray(v) for k, v in out.items()}
     stats["diverging"] = stats["diverging"].astype(bool)
-    return x, stats, f"blackjax.{method} kernel, Stan window adaptation, lax.scan chunks, vmap over chains"
+    threads = max(1, min(threads, x.shape[0]))
+    how = "vmap over chains" if threads == 1 else f"chains in {threads} vmap-ed groups on {threads} host threads"
+    return x, stats, f"blackjax.{method} kernel, Stan window adaptation, lax.scan chunks, {how}"
 
 
 def _run_numpyro(model, layout, method, chains, draws, warmup, opts, progress, seed, x0, noise):
