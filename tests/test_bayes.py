@@ -278,9 +278,10 @@ def conj0():
     return hf2ppl.compile(conjugate_ws(5, 0.0), priors={"s": P.Gamma(2.0, 0.5)})
 
 
-def test_conjugate_gamma_posterior_exact(conj0):
+@pytest.mark.parametrize("backend", ["blackjax", "numpyro"])
+def test_conjugate_gamma_posterior_exact(conj0, backend):
     a, r, n = 2.0, 0.5, 5
-    idata = hf2ppl.sample(conj0, chains=4, draws=2000, warmup=500, seed=0, prior=False)
+    idata = hf2ppl.sample(conj0, chains=4, draws=2000, warmup=500, seed=0, prior=False, backend=backend)
     x = _thinned(idata, "s")
     post = stats.gamma(a + n, scale=1.0 / (r + 1.0))
     assert stats.kstest(x, post.cdf).pvalue > 0.01
@@ -288,10 +289,11 @@ def test_conjugate_gamma_posterior_exact(conj0):
     assert stats.kstest(x, stats.gamma(a + n - 2, scale=1.0 / (r + 1.0)).cdf).pvalue < 0.01
 
 
-def test_conjugate_known_background_numerical_cdf():
+@pytest.mark.parametrize("backend", ["blackjax", "numpyro"])
+def test_conjugate_known_background_numerical_cdf(backend):
     a, r, n, b = 3.0, 0.4, 9, 4.0
     m = hf2ppl.compile(conjugate_ws(n, b), priors={"s": P.Gamma(a, r)})
-    idata = hf2ppl.sample(m, chains=4, draws=2000, warmup=500, seed=1, prior=False)
+    idata = hf2ppl.sample(m, chains=4, draws=2000, warmup=500, seed=1, prior=False, backend=backend)
     x = _thinned(idata, "s")
     # p(s | n) ∝ s^(a-1) e^{-r s} (s + b)^n e^{-(s + b)}
     grid = np.linspace(0, 60, 60001)

@@ -293,7 +293,8 @@ def sample_pymc(
     idata = assemble(model, x, sample_stats=stats, sampler=sampler, seed=seed, predictive=False, log_likelihood=False,
                      prior=False, extra_attrs={"num_chains": chains, "num_draws": draws, "num_warmup": warmup, "seed": seed,
                                                "method": "nuts", "backend": "pymc", "nuts_sampler": nuts_sampler,
-                                               "sampling_time": sampling_time})
+                                               "sampling_time": sampling_time,
+                                               "standardised": ",".join(getattr(model, "standardised", []))})
     extra: dict[str, Any] = {}
     from .idata import component_labels, count_dtype, loglik_dataset
 

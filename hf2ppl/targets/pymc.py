@@ -66,10 +66,53 @@ def _f(x, dtype: str = "float64") -> np.ndarray:
     return np.asarray(x, dtype=dtype)
 
 
-def pymc_variable(name: str, prior: P.Prior, pset, *, flat_potential: bool = True, dtype: str = "float64"):
+def _support(prior: P.Prior, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(kind, lo, hi)`` per free component of the support of ``prior``'s PyMC lowering (see
+    :func:`hf2ppl.infer._nuts.standardisation`): 0 real, 1 ``x > lo`` (log transform), 2 ``lo < x < hi``
+    (interval transform), -1 none of these (an upper bound only: never standardised)."""
+    v = {k: np.broadcast_to(np.asarray(a, float), (n,)) for k, a in prior.values().items()}
+    inf = np.full(n, np.inf)
+    if isinstance(prior, (P.Flat, P.Uniform)):
+        lo, hi = v["low"], v["high"]
+        kind = np.where(np.isfinite(lo) & np.isfinite(hi), 2, np.where(np.isfinite(lo), 1, np.where(np.isfinite(hi), -1, 0)))
+        return kind, lo, hi
+    if isinstance(prior, (P.HalfNormal, P.LogNormal, P.Gamma)):
+        return np.ones(n, int), np.zeros(n), inf
+    return np.zeros(n, int), -inf, inf
+
+
+class Standardise:
+    """PyMC value transform ``u = (z - c) / s`` after the variable's support transform ``z``: the sampler moves
+    in ``u``, the deviation from the prior centre in prior widths (the NumPyro target's standardised
+    coordinates, :func:`hf2ppl.infer._nuts.standardisation`); the variable and its draws keep the
+    workspace's parametrisation. Passed as ``transform=``, which PyMC chains after the default transform.
+    Built lazily (PyMC is imported only when the PyMC target is used)."""
+
+    def __new__(cls, shift: np.ndarray, scale: np.ndarray, dtype: str = "float64"):
+        import pytensor.tensor as pt
+        from pymc.distributions.transforms import Transform
+
+        class _Standardise(Transform):
+            name = "standardised"
+
+            def forward(self, value, *inputs):
+                return (value - _f(shift, dtype)) / _f(scale, dtype)
+
+            def backward(self, value, *inputs):
+                return _f(shift, dtype) + _f(scale, dtype) * value
+
+            def log_jac_det(self, value, *inputs):
+                return pt.zeros_like(value) + _f(np.log(scale), dtype)
+
+        return _Standardise()
+
+
+def pymc_variable(name: str, prior: P.Prior, pset, *, flat_potential: bool = True, dtype: str = "float64",
+                  standardise: tuple[np.ndarray, np.ndarray] | None = None):
     """Create (inside a ``pm.Model`` context) the random variable of parameter set ``pset`` with ``prior``.
 
-    Vector sets get shape ``(n_free,)`` and dim ``pset.dim``. :class:`~hf2ppl.priors.Flat` becomes
+    Vector sets get shape ``(n_free,)`` and dim ``pset.dim``. ``standardise=(shift, scale)`` (per free component)
+    adds the :class:`Standardise` value transform. :class:`~hf2ppl.priors.Flat` becomes
     ``pm.Uniform`` on the bounds plus a constant ``pm.Potential("flat_<name>", sum(log(width)))``, so
     that the log density is 0 on the bounds (an interval-transformed improper prior); with an
     infinite bound it becomes ``pm.Flat`` with the matching interval transform.
@@ -85,6 +128,9 @@ def pymc_variable(name: str, prior: P.Prior, pset, *, flat_potential: bool = Tru
     scalar = pset.is_scalar
     v = {k: (_f(a, dtype).reshape(()) if scalar else _f(np.broadcast_to(a, (pset.n_free,)), dtype)) for k, a in prior.values().items()}
     kw: dict[str, Any] = {} if scalar else {"dims": pset.dim}
+    if standardise is not None:  # narrow constraint: the sampler moves in prior widths (see Standardise)
+        c, s = standardise
+        kw["transform"] = Standardise(c.reshape(()) if scalar else c, s.reshape(()) if scalar else s, dtype)
     if isinstance(prior, P.Flat):
         lo, hi = v["low"], v["high"]
         if np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)):
@@ -175,6 +221,7 @@ class PyMCModel(CompiledModel):
         import pytensor.tensor as pt
 
         xp, T, dt = self._xp, self._T, self.dtype
+        std = self._standardisation()
         with pm.Model(coords=self.coords, name="") as model:
             pieces = []
             for p in self.ir.parameters:
@@ -182,7 +229,7 @@ class PyMCModel(CompiledModel):
                 if p.all_fixed:
                     pieces.append(pt.as_tensor_variable(init))
                     continue
-                rv = pymc_variable(p.name, self.priors[p.name], p, dtype=dt)
+                rv = pymc_variable(p.name, self.priors[p.name], p, dtype=dt, standardise=std.get(p.name))
                 v = pt.reshape(rv, (1,)) if p.is_scalar else rv
                 if p.n_free < p.size:
                     v = pt.set_subtensor(pt.as_tensor_variable(init)[np.flatnonzero(p.free_mask)], v)
@@ -210,6 +257,26 @@ class PyMCModel(CompiledModel):
                         pm.CustomDist(f"aux_{p.name}", th * _f(p.factors, dt), dist=poisson_dist, logp=poisson_logp,
                                       signature="()->()", observed=ap)
         return model
+
+    def _standardisation(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """{set: (shift, scale)} of the narrow constraints, chosen as on the NumPyro target
+        (:func:`hf2ppl.infer._nuts.standardisation`) from the supports of the PyMC lowering of the priors."""
+        from ..infer._nuts import standardisation
+
+        parts = [_support(self.priors[p.name], p.n_free) for p in self.free_parameters]
+        if not parts:
+            return {}
+        kind, lo, hi = (np.concatenate(x) for x in zip(*parts))
+        shift, scale, names = standardisation(self, np.where(kind < 0, 3, kind), lo, hi)
+        out, off = {}, 0
+        for p in self.free_parameters:
+            sl = slice(off, off + p.n_free)
+            off += p.n_free
+            use = (kind[sl] >= 0) & (scale[sl] != 1.0)
+            if p.name in names and np.any(use):
+                out[p.name] = (np.where(use, shift[sl], 0.0), np.where(use, scale[sl], 1.0))
+        self.standardised = list(out)
+        return out
 
     @property
     def free_variable_names(self) -> list[str]:
