@@ -171,8 +171,13 @@ _POOL = None
 
 
 def _in_two_threads(fn, jobs: list) -> list:
-    """``[fn(jobs[0]), fn(jobs[1])]``, the second in a worker thread while this thread runs the first."""
+    """``[fn(jobs[0]), fn(jobs[1])]``, the second in a worker thread while this thread runs the first (both in
+    this thread when it is the worker itself: no nested use of the one-worker pool)."""
     global _POOL
+    import threading
+
+    if threading.current_thread().name.startswith("hf2ppl-fit"):
+        return [fn(jobs[0]), fn(jobs[1])]
     if _POOL is None:
         from concurrent.futures import ThreadPoolExecutor
 
