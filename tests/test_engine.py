@@ -319,3 +319,52 @@ def test_sequential_and_vmapped_problems_agree(name, monkeypatch):
     np.testing.assert_allclose(np.r_[a[2], np.ravel(a[3])], np.r_[b[2], np.ravel(b[3])], rtol=1e-7, atol=1e-12)
     np.testing.assert_allclose(np.ravel(np.concatenate([np.atleast_1d(a[4][0]), np.ravel(a[4][1])])),
                                np.ravel(np.concatenate([np.atleast_1d(b[4][0]), np.ravel(b[4][1])])), rtol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["SRee_SRmm_SRem_3channel.json", "bimodal"])
+def test_threaded_and_sequential_calls_agree(name, monkeypatch):
+    """On a CPU the problems of one multi-start call are spread over two threads (``_engine.fit_threads``: a
+    hypotest's free and fixed-POI fits, a limit's fixed-POI fits, in two halves): the same fits, warnings,
+    hypotests and limits as with ``HF2PPL_THREADS=1`` (one kernel call), start by start."""
+    import importlib
+
+    eng_mod = importlib.import_module("hf2ppl.infer.frequentist._engine")
+    ws = _bimodal_ws() if name == "bimodal" else json.loads((WORKSPACES / name).read_text())
+    m = hf2ppl.compile(ws, constraints="aux")
+    if not eng_mod._kernels(m).sequential:
+        pytest.skip("the problems are vmapped on this backend: no threads")
+    out, calls = {}, []
+    orig = eng_mod._Engine._call_multi
+
+    def counted(self, *a, **kw):
+        calls.append(1)
+        return orig(self, *a, **kw)
+
+    monkeypatch.setattr(eng_mod._Engine, "_call_multi", counted)
+    ncalls = {}
+    for threads in ("1", "2"):
+        monkeypatch.setenv("HF2PPL_THREADS", threads)
+        assert eng_mod.fit_threads() == int(threads)
+        calls.clear()
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            f = hf2ppl.fit(m)
+            ncalls_fit = len(calls)
+            obs, exp = hf2ppl.hypotest(m, 1.0, return_expected_set=True)
+            lim = hf2ppl.upper_limit(m, scan=np.linspace(0.1, 5.0, 7)) if name != "bimodal" else (obs, exp)
+        kinds = sorted({type(x.message).__name__ for x in w})
+        out[threads] = (f, obs, exp, lim, kinds, ncalls_fit)
+        ncalls[threads] = len(calls)
+    a, b = out["1"], out["2"]
+    assert a[5] == b[5] == 1  # a fit (one problem) is one call either way
+    assert 2 * a[0].nll == pytest.approx(2 * b[0].nll, abs=1e-10)
+    np.testing.assert_allclose(a[0].x, b[0].x, atol=1e-9)
+    assert (a[0].multimodal, a[0].converged, a[0].status, a[0].niter) == (b[0].multimodal, b[0].converged, b[0].status, b[0].niter)
+    np.testing.assert_allclose(a[0].minima, b[0].minima, atol=1e-9)
+    np.testing.assert_allclose(np.r_[a[1], np.ravel(a[2])], np.r_[b[1], np.ravel(b[2])], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(np.ravel(np.concatenate([np.atleast_1d(a[3][0]), np.ravel(a[3][1])])),
+                               np.ravel(np.concatenate([np.atleast_1d(b[3][0]), np.ravel(b[3][1])])), rtol=1e-10)
+    assert a[4] == b[4]
+    assert ncalls["2"] > ncalls["1"]  # the hypotest's (and the limit's) problems did go to two calls
+    if name == "bimodal":
+        assert b[0].multimodal and "MultimodalWarning" in b[4]

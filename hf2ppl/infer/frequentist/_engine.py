@@ -140,6 +140,56 @@ def _sequential(fn, vaxis):
     return run
 
 
+def fit_threads() -> int:
+    """Threads over which a multi-start call spreads its independent work on a CPU backend (1 or 2): 2 where
+    the problems run sequentially (:func:`sequential_problems`) and the process may use two or more cores
+    (``os.sched_getaffinity``), else 1. XLA executions launched from two Python threads run concurrently
+    (JAX releases the GIL while one executes), where two dispatches from one thread queue behind each other:
+    the problems of one call (a hypotest's free and fixed-POI fits, a limit's or a scan's fixed-POI fits) then
+    run in two halves on two cores (see :meth:`_Engine._multi_threaded`; a fit, one problem, stays one call). ``HF2PPL_THREADS=1`` (or ``off``) turns it
+    off, ``=2`` (or ``on``) forces it; read on every call."""
+    import os
+
+    choice = os.environ.get("HF2PPL_THREADS", "auto").strip().lower()
+    if choice in ("1", "off", "0", "no", "false"):
+        return 1
+    if choice in ("2", "on", "yes", "true"):
+        return 2
+    global _USABLE_CORES
+    if _USABLE_CORES is None:
+        try:
+            _USABLE_CORES = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # pragma: no cover - not Linux
+            _USABLE_CORES = os.cpu_count() or 1
+    import jax
+
+    return 2 if _USABLE_CORES >= 2 and jax.default_backend() == "cpu" else 1
+
+
+_USABLE_CORES: int | None = None
+_POOL = None
+
+
+def _in_two_threads(fn, jobs: list) -> list:
+    """``[fn(jobs[0]), fn(jobs[1])]``, the second in a worker thread while this thread runs the first (both in
+    this thread when it is the worker itself: no nested use of the one-worker pool)."""
+    global _POOL
+    import threading
+
+    if threading.current_thread().name.startswith("hf2ppl-fit"):
+        return [fn(jobs[0]), fn(jobs[1])]
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf2ppl-fit")
+    fut = _POOL.submit(fn, jobs[1])
+    try:
+        first = fn(jobs[0])
+    finally:
+        second = fut.result()
+    return [first, second]
+
+
 class _Kernels:
     """Jitted fitting kernels of one model structure. Every kernel takes the model's float arrays (a
     :meth:`~hf2ppl.histfactory.Tensors.values` pytree) as an argument, shared by a batch or one per problem."""
@@ -411,11 +461,51 @@ class _Engine:
             if V is not None:
                 V = _rows(V, pad)
         with_h = size * k <= 16 if hessian is None else bool(hessian)
+        vaxis = None if V is None else 0
+        if n >= 2 and kern.sequential and fit_threads() > 1:
+            return self._multi_threaded(kern, X0s, LO, HI, F, D, caps, V, vaxis, with_h, n)
+        out = self._call_multi(kern, X0s, LO, HI, F, D, caps, V, vaxis, with_h)
+        return {key: (None if v is None else v[:n]) for key, v in out.items()}
+
+    def _call_multi(self, kern, X0s, LO, HI, F, D, caps, V, vaxis, with_h) -> dict:
+        """One call of the multi-start kernel (arrays already padded to a compiled size); numpy out."""
         vals = self.vals if V is None else _tree_jnp(V)
-        r = kern._multi[None if V is None else 0, with_h](*_jnp(X0s, LO, HI, F), np.asarray(caps, np.int32), _jnp(D)[0], vals)
-        out = {key: np.asarray(getattr(r, key))[:n] for key in self._KEYS}
-        out["hessian"] = np.asarray(r.hessian)[:n] if with_h else None
+        r = kern._multi[vaxis, with_h](*_jnp(X0s, LO, HI, F), np.asarray(caps, np.int32), _jnp(D)[0], vals)
+        out = {key: np.asarray(getattr(r, key)) for key in self._KEYS}
+        out["hessian"] = np.asarray(r.hessian) if with_h else None
         return out
+
+    def _multi_threaded(self, kern, X0s, LO, HI, F, D, caps, V, vaxis, with_h, n: int) -> dict:
+        """The multi-start kernel's work split over two threads (:func:`fit_threads`): ``n >= 2`` real problems
+        (a hypotest's free and fixed-POI fits, a limit's or a scan's fixed-POI fits) in two halves, one call of the
+        same compiled kernel each (same padded shapes, so nothing new compiles; the other rows of a call are padding
+        problems, cap 0, which cost nothing in the sequential kernel). Every problem's starts are the same function
+        of the same inputs as in the one call, so the results are those of the one call. One problem (a fit) is one
+        call: splitting its extra starts from its primary (a call for the primary, then two concurrent calls for
+        two groups of extra starts with the primary's minimum as their reference) was slower on the 2-core machine
+        (staus 4-start fit 15.5 -> 17.0 ms): two concurrent executions of that kernel overlapped poorly (two
+        8.3 ms calls took 13.6 ms together)."""
+        size, k = X0s.shape[:2]
+
+        def sub(rows_, caps_):
+            """A call on the problems ``rows_`` (padded with row ``rows_[0]``, cap 0, to ``size``)."""
+            pad = np.r_[rows_, np.full(size - len(rows_), rows_[0], int)]
+            c = np.zeros((size, k), np.int32)
+            c[:len(rows_)] = caps_
+            return pad, c
+
+        if n >= 2:  # else: one call (see above)
+            h = (n + 1) // 2
+            parts = [np.arange(0, h), np.arange(h, n)]
+            jobs = []
+            for rows_ in parts:
+                pad, c = sub(rows_, caps[rows_])
+                jobs.append((X0s[pad], LO[pad], HI[pad], F[pad], D[pad], c, None if V is None else _rows(V, pad)))
+            outs = _in_two_threads(lambda a: self._call_multi(kern, *a, vaxis, with_h), jobs)
+            return {key: (None if outs[0][key] is None else np.concatenate([o[key][:len(r_)] for o, r_ in zip(outs, parts)]))
+                    for key in outs[0]}
+        out = self._call_multi(kern, X0s, LO, HI, F, D, caps, V, vaxis, with_h)
+        return {key: (None if v is None else v[:n]) for key, v in out.items()}
 
     def best(self, r: dict, groups: int, per: int) -> dict:
         """Reduce the output of ``groups x per`` problems (row ``g * per + j``: start ``j`` of problem ``g``) to

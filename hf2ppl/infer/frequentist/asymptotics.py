@@ -71,11 +71,19 @@ def prepare_many(eng: _Engine, M: Models, test_stat: str, starts: int | None = N
     g2 = np.r_[np.arange(G), np.arange(G)]
     r1 = eng.solve_best(np.concatenate([S_free, S_as]), M.LO[g2], M.HI[g2], np.concatenate([M.FX.astype(float), fa]), M.D[g2], M.rows(g2),
                          hessian=None if M.V is None else False)
+    return _prepare_post(eng, M, r1)
+
+
+def _prepare_post(eng: _Engine, M: Models, r1: dict, asimov: np.ndarray | None = None, freeA_fun: np.ndarray | None = None) -> dict:
+    """:func:`prepare_many`'s output from its fits ``r1`` (free fits, then the fixed-POI fits that make the Asimov data)."""
+    G = M.G
     xa = r1["x"][G:]
-    asimov = eng.expected(xa, M.V)
+    if asimov is None:
+        asimov = eng.expected(xa, M.V)
     # the unconditional fit to the Asimov data is known exactly: every likelihood term (main Poisson, Normal
     # and Poisson constraints) is maximal at the parameters that generated it (pyhf fits it numerically)
-    freeA_fun = eng.nll_at(xa, asimov, M.V)
+    if freeA_fun is None:
+        freeA_fun = eng.nll_at(xa, asimov, M.V)
     return dict(free_fun=r1["fun"][:G], free_x=r1["x"][:G], asimov=asimov, asimov_pars=xa, freeA_fun=freeA_fun, freeA_x=xa,
                 converged=r1["converged"][:G] & r1["converged"][G:], fits=r1)
 
@@ -92,12 +100,9 @@ def at_mu_many(eng: _Engine, M: Models, gidx: np.ndarray, mus: np.ndarray, prep:
     to Asimov, each from two starts (warm: the unconditional fit with the POI moved to μ, or row ``i`` of
     ``warm = (data fits, Asimov fits)`` (n, P) where given, e.g. the fixed-POI fits at a nearby μ; cold: the
     start point, so that no basin is inherited), all in one call. ``prep``: :func:`prepare_many` of ``M``."""
-    from scipy.special import ndtr  # = scipy.stats.norm.cdf, without importing scipy.stats (0.8 s on a first call)
-
     poi = eng.poi
     mus = np.asarray(mus, float)
     gidx = np.asarray(gidx, int)
-    n = mus.size
     g2 = np.r_[gidx, gidx]
     if warm is None:
         warm = (prep["free_x"][gidx], prep["freeA_x"][gidx])
@@ -107,6 +112,14 @@ def at_mu_many(eng: _Engine, M: Models, gidx: np.ndarray, mus: np.ndarray, prep:
     F[:, poi] = 1.0
     D = np.concatenate([M.D[gidx], prep["asimov"][gidx]])
     r = eng.solve_best(X, M.LO[g2], M.HI[g2], F, D, M.rows(g2), hessian=None if M.V is None else False)
+    return _pvalues(eng, M, gidx, mus, prep, test_stat, r)
+
+
+def _pvalues(eng: _Engine, M: Models, gidx: np.ndarray, mus: np.ndarray, prep: dict, test_stat: str, r: dict) -> dict:
+    """:func:`at_mu_many`'s output from its fixed-POI fits ``r`` (to data, then to the Asimov data)."""
+    from scipy.special import ndtr  # = scipy.stats.norm.cdf, without importing scipy.stats (0.8 s on a first call)
+
+    poi, n = eng.poi, mus.size
     q = tstat_np(mus, r["fun"][:n], prep["free_fun"][gidx], prep["free_x"][gidx, poi], test_stat)
     qA = tstat_np(mus, r["fun"][n:], prep["freeA_fun"][gidx], prep["freeA_x"][gidx, poi], test_stat)
     sq, sqA = np.sqrt(q), np.sqrt(qA)
@@ -123,6 +136,59 @@ def at_mu_many(eng: _Engine, M: Models, gidx: np.ndarray, mus: np.ndarray, prep:
                     cls_exp=clsb_e / clb_e, fixed_fit=r["x"][:n], fixed_fit_asimov=r["x"][n:],
                     converged=r["converged"][:n] & r["converged"][n:] & prep["converged"][gidx],
                     diag=_merge_diag(prep["fits"], r), fits=r)
+
+
+def hypotest_chains(eng: _Engine, mu: float, d: np.ndarray, opts: tuple, test_stat: str, starts: int | None = None) -> dict:
+    """``at_mu(eng, [mu], prepare(eng, d, opts, test_stat, starts), d, opts, test_stat)`` as two independent chains
+    of fits in two threads (:func:`~._engine.fit_threads`): the data chain (free fit, then the fixed-POI fit at μ
+    warm-started from it) and the Asimov chain (the fixed-POI fit that makes the Asimov data, the Asimov data
+    and its exact free NLL, then the fixed-POI fit at μ to it). The same fits, from the same starts and with
+    the same kernels, as the two halves of the threaded two-problem calls (:meth:`_Engine._multi_threaded`),
+    without waiting between the two calls for the slower half, and with the Asimov chain's small calls
+    overlapping the data chain's fits; the results are identical."""
+    from ._engine import _in_two_threads
+
+    M = Models.one(eng, d, opts)
+    poi = eng.poi
+    mus = np.asarray([mu], float)
+    S_free = eng.starts(M.X0[0], M.LO[0], M.HI[0], M.FX[0], starts, M.centre[0], M.width[0])[None]
+    S_as = S_free.copy()
+    S_as[:, :, poi] = 1.0 if test_stat == "q0" else 0.0
+    fx = M.FX.astype(float)
+    fa = fx.copy()
+    fa[:, poi] = 1.0
+
+    def fixed_at_mu(warm_x, data):
+        X = np.stack([warm_x, M.X0], axis=1)
+        X[:, :, poi] = mu
+        return eng.solve_best(X, M.LO, M.HI, fa, data)
+
+    def chain(which):
+        if which == "data":
+            r1 = eng.solve_best(S_free, M.LO, M.HI, fx, M.D)
+            return r1, fixed_at_mu(r1["x"], M.D), None, None
+        r1 = eng.solve_best(S_as, M.LO, M.HI, fa, M.D)
+        xa = r1["x"]
+        asimov = eng.expected(xa)
+        freeA_fun = eng.nll_at(xa, asimov)
+        return r1, fixed_at_mu(xa, asimov), asimov, freeA_fun
+
+    (rd1, rd2, _, _), (ra1, ra2, asimov, freeA_fun) = _in_two_threads(chain, ["data", "asimov"])
+    prep = _prepare_post(eng, M, _cat_best(rd1, ra1), asimov, freeA_fun)
+    return _pvalues(eng, M, np.zeros(1, int), mus, prep, test_stat, _cat_best(rd2, ra2))
+
+
+def _cat_best(a: dict, b: dict) -> dict:
+    """Two :meth:`_Engine.solve_best` outputs as one (rows of ``a``, then of ``b``)."""
+    out = {}
+    for k, v in a.items():
+        if v is None or isinstance(v, (int, np.integer)):
+            out[k] = v
+        elif isinstance(v, list):
+            out[k] = v + b[k]
+        else:
+            out[k] = np.concatenate([v, b[k]])
+    return out
 
 
 def asymptotics(eng: _Engine, mus, data, nominal, x0, lo, hi, fixed, test_stat="qtilde"):

@@ -11,13 +11,15 @@ from typing import Any
 import numpy as np
 
 from ...errors import FitError, ParameterError
-from ._engine import FitWarning, _check, _check_test_stat, _Engine, _engine, _jnp, _merge_diag
-from .asymptotics import asymptotics, at_mu, prepare
+from ._engine import FitWarning, _check, _check_test_stat, _Engine, _engine, _jnp, _merge_diag, fit_threads
+from .asymptotics import asymptotics, at_mu, hypotest_chains, prepare
 from .toys import _toy_results
 
 
 # ====================================================================== hypotest
 def _asymptotic_results(eng: _Engine, mus: np.ndarray, d: np.ndarray, opts: tuple, test_stat: str) -> dict:
+    if mus.size == 1 and eng.k.sequential and fit_threads() > 1:  # one μ on a CPU: two chains of fits, two threads
+        return hypotest_chains(eng, float(mus[0]), d, opts, test_stat)
     prep = prepare(eng, d, opts, test_stat)
     return at_mu(eng, mus, prep, d, opts, test_stat)
 
