@@ -16,14 +16,6 @@ if "HF2PPL_CACHE_DIR" not in os.environ and "HF2PPL_NO_CACHE" not in os.environ:
     _run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
     os.environ["HF2PPL_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"hf2ppl-test-cache-{_run}")
 
-# Under xdist the workers already fill the cores: the per-call threads of the frequentist engine and the
-# sampler's parallel chains (one thread per core each) would oversubscribe them, so the workers default to
-# one thread. The threaded paths are tested explicitly (HF2PPL_THREADS forced in test_engine.py,
-# chain_method="parallel" and ChunkedSampler.run(threads=2) in test_bayes.py).
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ.setdefault("HF2PPL_THREADS", "1")
-    os.environ.setdefault("HF2PPL_CHAINS", "vectorized")
-
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HF2PPL_SHARED", ROOT.parent / "shared"))
 WORKSPACES = SHARED / "workspaces"
