@@ -641,11 +641,9 @@ def chain_threads(chains: int, chain_method: str | None = None) -> int:
         choice = "parallel" if jax.default_backend() == "cpu" else "vectorized"
     if choice == "vectorized":
         return 1
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(int(chains), cores))
+    from ._optimize import usable_cores
+
+    return max(1, min(int(chains), usable_cores()))
 
 
 class ChunkedSampler:

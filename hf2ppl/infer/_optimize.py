@@ -42,6 +42,7 @@ iterations.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -320,6 +321,18 @@ def make_solver(objective: Callable, *, maxiter: int = 100, tol: float = 1e-9, r
 
     solve.multi = multi
     return solve
+
+
+@functools.lru_cache(maxsize=1)
+def usable_cores() -> int:
+    """CPU cores this process may run on (``os.sched_getaffinity``; ``os.cpu_count`` elsewhere), read once:
+    the host threads of the sampler's parallel chains and of the frequentist engine's independent fits."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def one_blas_thread():

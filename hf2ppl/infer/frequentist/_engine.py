@@ -155,18 +155,13 @@ def fit_threads() -> int:
         return 1
     if choice in ("2", "on", "yes", "true"):
         return 2
-    global _USABLE_CORES
-    if _USABLE_CORES is None:
-        try:
-            _USABLE_CORES = len(os.sched_getaffinity(0))
-        except (AttributeError, OSError):  # pragma: no cover - not Linux
-            _USABLE_CORES = os.cpu_count() or 1
     import jax
 
-    return 2 if _USABLE_CORES >= 2 and jax.default_backend() == "cpu" else 1
+    from .._optimize import usable_cores
+
+    return 2 if usable_cores() >= 2 and jax.default_backend() == "cpu" else 1
 
 
-_USABLE_CORES: int | None = None
 _POOL = None
 
 
@@ -494,18 +489,15 @@ class _Engine:
             c[:len(rows_)] = caps_
             return pad, c
 
-        if n >= 2:  # else: one call (see above)
-            h = (n + 1) // 2
-            parts = [np.arange(0, h), np.arange(h, n)]
-            jobs = []
-            for rows_ in parts:
-                pad, c = sub(rows_, caps[rows_])
-                jobs.append((X0s[pad], LO[pad], HI[pad], F[pad], D[pad], c, None if V is None else _rows(V, pad)))
-            outs = _in_two_threads(lambda a: self._call_multi(kern, *a, vaxis, with_h), jobs)
-            return {key: (None if outs[0][key] is None else np.concatenate([o[key][:len(r_)] for o, r_ in zip(outs, parts)]))
-                    for key in outs[0]}
-        out = self._call_multi(kern, X0s, LO, HI, F, D, caps, V, vaxis, with_h)
-        return {key: (None if v is None else v[:n]) for key, v in out.items()}
+        h = (n + 1) // 2  # n >= 2 here (the caller makes one call for one problem)
+        parts = [np.arange(0, h), np.arange(h, n)]
+        jobs = []
+        for rows_ in parts:
+            pad, c = sub(rows_, caps[rows_])
+            jobs.append((X0s[pad], LO[pad], HI[pad], F[pad], D[pad], c, None if V is None else _rows(V, pad)))
+        outs = _in_two_threads(lambda a: self._call_multi(kern, *a, vaxis, with_h), jobs)
+        return {key: (None if outs[0][key] is None else np.concatenate([o[key][:len(r_)] for o, r_ in zip(outs, parts)]))
+                for key in outs[0]}
 
     def best(self, r: dict, groups: int, per: int) -> dict:
         """Reduce the output of ``groups x per`` problems (row ``g * per + j``: start ``j`` of problem ``g``) to
